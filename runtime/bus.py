@@ -1,0 +1,241 @@
+"""The event bus: NATS for every event, JetStream for the ones worth replaying.
+
+Guarantees:
+- A durable event (one whose subject is in `DURABLE_SUBJECTS`) goes to the JetStream
+  stream with its `event_id` as `Nats-Msg-Id`, so a publish repeated after a lost ack is
+  stored once.
+- Events that go with a state change are written to the `outbox` table in the same
+  transaction as the change (`runtime.store.outbox.add`); `OutboxRelay` publishes them in
+  order, one acknowledged publish after another, and marks them sent. Neither a NATS nor a
+  PostgreSQL outage loses one: it is published at least once and deduplicated by id.
+- A subscriber never dies of a bad payload: it is logged, counted in
+  `Bus.invalid_payloads`, and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from runtime import telemetry
+from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
+from runtime.store.outbox import NOTIFY_CHANNEL
+
+__all__ = ["Bus", "OutboxRelay", "subject_matches"]
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[[Event, Msg], Awaitable[None]]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching: `*` is one token, a final `>` is one or more."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(got) > i
+        if i >= len(got) or (token != "*" and token != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+def is_durable(subject: str) -> bool:
+    return any(subject_matches(pattern, subject) for pattern in DURABLE_SUBJECTS)
+
+
+class Bus:
+    """One NATS connection per process, reconnecting forever."""
+
+    def __init__(self, nc: NATS, stream: str) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.stream = stream
+        self.invalid_payloads = 0
+        self.handler_errors = 0
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, name: str = "rayvisor", stream: str = "RAYVISOR", timeout_s: float = 5
+    ) -> Bus:
+        async def _error(exc: Exception) -> None:
+            _log.debug("nats: %s", exc)
+
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=timeout_s,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            error_cb=_error,
+        )
+        return cls(nc, stream)
+
+    async def ensure_stream(self, max_age_s: float, duplicate_window_s: float = 300) -> None:
+        """Create or update the stream of durable subjects; safe to call from every process."""
+        config = StreamConfig(
+            name=self.stream,
+            subjects=list(DURABLE_SUBJECTS),
+            storage=StorageType.FILE,
+            max_age=max_age_s,
+            duplicate_window=min(duplicate_window_s, max_age_s),
+        )
+        try:
+            await self.js.stream_info(self.stream)
+        except NotFoundError:
+            with contextlib.suppress(nats.js.errors.BadRequestError):
+                await self.js.add_stream(config)
+                return
+        await self.js.update_stream(config)
+
+    async def publish(self, event: Event, *, timeout_s: float = 5) -> None:
+        """Publish now: to JetStream (acknowledged) when durable, else core NATS."""
+        await self.publish_raw(
+            event.subject(), event.to_json(), str(event.event_id), timeout_s=timeout_s
+        )
+
+    async def publish_raw(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float = 5,
+    ) -> None:
+        all_headers = {**telemetry.carrier(), **(headers or {}), "Nats-Msg-Id": msg_id}
+        if is_durable(subject):
+            await self.js.publish(
+                subject, payload, timeout=timeout_s, stream=self.stream, headers=all_headers
+            )
+        else:
+            await self.nc.publish(subject, payload, headers=all_headers)
+
+    async def subscribe(
+        self, subject: str, handler: Handler, *, queue: str = ""
+    ) -> nats.aio.subscription.Subscription:
+        """Deliver validated events to `handler`; bad payloads are logged, counted, skipped."""
+
+        async def _deliver(msg: Msg) -> None:
+            event = self.parse(msg)
+            if event is None:
+                return
+            try:
+                await handler(event, msg)
+            except Exception:
+                self.handler_errors += 1
+                _log.exception("handler for %s failed", msg.subject)
+
+        return await self.nc.subscribe(subject, queue=queue, cb=_deliver)
+
+    def parse(self, msg: Msg) -> Event | None:
+        try:
+            return event_class_for(msg.subject).from_json(msg.data)
+        except (ValidationError, ValueError) as exc:
+            self.invalid_payloads += 1
+            _log.warning("invalid payload on %s: %s", msg.subject, exc)
+            return None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+
+_RELAY_LOCK_KEY = 0x72656C61  # "rela": one relay publishes at a time, so order holds
+
+
+class OutboxRelay:
+    """Publishes `outbox` rows to JetStream in `seq` order and marks them sent.
+
+    Publishes are sequential and acknowledged: a row is marked sent only after JetStream
+    stored it, and nothing after it is sent before that, so the stream keeps the outbox's
+    order across an outage. Several relays may run; an advisory lock lets one at a time.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: Bus,
+        *,
+        batch_size: int = 200,
+        poll_s: float = 0.5,
+        publish_timeout_s: float = 2.0,
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+        self.publish_timeout_s = publish_timeout_s
+        self.published = 0
+        self.failures = 0
+        self._wake = asyncio.Event()
+
+    async def publish_pending(self) -> int:
+        """One batch; returns how many rows it published (0 if another relay holds the lock)."""
+        sent: list[int] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
+                return 0
+            rows = await conn.fetch(
+                "SELECT seq, id, subject, payload, headers FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
+                self.batch_size,
+            )
+            for row in rows:
+                try:
+                    await self.bus.publish_raw(
+                        row["subject"],
+                        json.dumps(row["payload"], separators=(",", ":")).encode(),
+                        str(row["id"]),
+                        headers=row["headers"],
+                        timeout_s=self.publish_timeout_s,
+                    )
+                except (NatsError, TimeoutError, OSError) as exc:
+                    self.failures += 1
+                    _log.warning("outbox relay: publish of %s failed: %r", row["id"], exc)
+                    break
+                sent.append(row["seq"])
+            if sent:
+                await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1)", sent)
+        self.published += len(sent)
+        return len(sent)
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; woken by NOTIFY, polling as a fallback."""
+        listener: asyncpg.Connection | None = None
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                if listener is None or listener.is_closed():
+                    listener = await self.pool.acquire()
+                    await listener.add_listener(NOTIFY_CHANNEL, self.wake)
+                while await self.publish_pending() == self.batch_size and not stop.is_set():
+                    pass
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                _log.warning("outbox relay: database unavailable: %r", exc)
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await self.pool.release(listener)
+                    listener = None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(NOTIFY_CHANNEL, self.wake)
+                await self.pool.release(listener)

@@ -1,0 +1,194 @@
+"""Settings: `RAYVISOR_*` environment variables over an optional `rayvisor.yaml`.
+
+Precedence, highest first: keyword arguments, environment, `rayvisor.yaml`, defaults.
+Nested sections take `__` in variables (`RAYVISOR_SUPERVISION__MAX_RESTARTS=5`).
+An invalid value, or an unknown key in the file, fails at start with a
+`ConfigError` naming each field and the reason; nothing starts half-configured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NatsDsn,
+    PostgresDsn,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from runtime.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "HeartbeatSettings",
+    "Settings",
+    "SupervisionSettings",
+    "env_for",
+    "format_validation_error",
+    "load_settings",
+]
+
+CONFIG_FILE_ENV = "RAYVISOR_CONFIG"
+DEFAULT_CONFIG_FILE = Path("rayvisor.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HeartbeatSettings(_Section):
+    """How a supervisor decides a child is hung: `misses` failed pings in a row."""
+
+    interval_s: float = Field(1.0, gt=0, le=300)
+    timeout_s: float = Field(2.0, gt=0, le=600)
+    misses: int = Field(3, ge=1, le=100)
+
+
+class SupervisionSettings(_Section):
+    """Defaults for every supervisor spec that does not set its own."""
+
+    max_restarts: int = Field(10, ge=0)
+    period_s: float = Field(60.0, gt=0)
+    min_backoff_s: float = Field(0.0, ge=0)
+    max_backoff_s: float = Field(10.0, ge=0)
+    backoff_jitter: float = Field(0.2, ge=0, lt=1)
+    backoff_reset_after_s: float = Field(30.0, gt=0)
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout_s: float = Field(10.0, gt=0)
+    max_reset_timeout_s: float = Field(300.0, gt=0)
+    heartbeat: HeartbeatSettings = HeartbeatSettings()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_backoff_s < self.min_backoff_s:
+            raise ValueError("max_backoff_s must be >= min_backoff_s")
+        if self.max_reset_timeout_s < self.reset_timeout_s:
+            raise ValueError("max_reset_timeout_s must be >= reset_timeout_s")
+        return self
+
+
+class Settings(BaseSettings):
+    """Everything a rayvisor process needs to find its services and behave."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAYVISOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    database_url: PostgresDsn | None = Field(
+        None, description="PostgreSQL URL; unset starts embedded PostgreSQL under `home`."
+    )
+    nats_url: NatsDsn | None = Field(
+        None, description="NATS URL; unset starts an embedded nats-server under `home`."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster address (`auto`, `ray://...`); unset starts local Ray."
+    )
+    namespace: str = Field("rayvisor", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    home: Path = Field(Path("~/.rayvisor"), description="Data of the embedded services.")
+    http_host: str = Field("127.0.0.1", min_length=1)
+    http_port: int = Field(8000, ge=1, le=65535)
+    batch_window_ms: float = Field(5.0, ge=0, le=10_000, description="Group-commit window.")
+    stream_name: str = Field("RAYVISOR", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    stream_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)
+    outbox_batch_size: int = Field(200, ge=1, le=10_000)
+    outbox_poll_s: float = Field(0.5, gt=0, le=60)
+    supervision: SupervisionSettings = SupervisionSettings()
+
+    @model_validator(mode="after")
+    def _expand_home(self) -> Self:
+        object.__setattr__(self, "home", self.home.expanduser())
+        return self
+
+    @property
+    def database_dsn(self) -> str | None:
+        return str(self.database_url) if self.database_url else None
+
+    @property
+    def nats_servers(self) -> str | None:
+        return str(self.nats_url) if self.nats_url else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_values = _read_config_file(_config_file_path())
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=file_values),
+        )
+
+
+def _config_file_path() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+def _read_config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings")
+    return data
+
+
+def format_validation_error(exc: ValidationError, source: str = "configuration") -> str:
+    """One line per invalid field: `field.path: reason (got value)`."""
+    lines = [f"invalid {source}:"]
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"  {field}: {reason}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides, the environment and `rayvisor.yaml`, or a ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        source = str(_config_file_path() or "configuration")
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The variables that make a child process (a Ray worker) see the same settings."""
+    env: dict[str, str] = {"RAYVISOR_HOME": str(settings.home)}
+    if settings.database_url:
+        env["RAYVISOR_DATABASE_URL"] = str(settings.database_url)
+    if settings.nats_url:
+        env["RAYVISOR_NATS_URL"] = str(settings.nats_url)
+    return env

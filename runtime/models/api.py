@@ -1,0 +1,96 @@
+"""Request and response bodies of the HTTP API.
+
+Request bodies refuse unknown fields (`extra="forbid"`), so a misspelt field is a 422 that
+names it rather than a silently ignored value. Their field names match the records they
+create: `Task(**body.model_dump())` is a valid task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime
+from runtime.models.enums import Scope
+
+__all__ = [
+    "AgentSpawn",
+    "ApiKeyCreate",
+    "DiscoveryCreate",
+    "Page",
+    "ProjectCreate",
+    "TaskCreate",
+]
+
+T = TypeVar("T")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreate(_Body):
+    """`POST /api/v1/tasks`. An `Idempotency-Key` header, when sent, wins over the field."""
+
+    title: str = Field(min_length=1, max_length=500)
+    description: str = Field(default="", max_length=100_000)
+    required_capabilities: list[Capability] = Field(default_factory=list, max_length=100)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=5, ge=0, le=9)
+    dependencies: list[UUID] = Field(default_factory=list, max_length=10_000)
+    deadline: UtcDatetime | None = None
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    project_id: UUID | None = None
+    parent_id: UUID | None = None
+
+
+class ProjectCreate(_Body):
+    """`POST /api/v1/projects`: requirements the `planning` capability turns into tasks."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=100_000)
+    requirements: list[str | dict[str, Any]] = Field(default_factory=list, max_length=1_000)
+
+
+class DiscoveryCreate(_Body):
+    """`POST /api/v1/discoveries`. Without `agent_id` the route names the sender."""
+
+    agent_id: AgentId | None = None
+    type: TypeName
+    content: str = Field(min_length=1, max_length=10_000)
+    confidence: float = Field(ge=0.0, le=1.0)
+    data: dict[str, Any] = Field(default_factory=dict)
+    task_id: UUID | None = None
+    project_id: UUID | None = None
+
+
+class AgentSpawn(_Body):
+    """`POST /api/v1/agents`: start an agent from a template, in that template's pool."""
+
+    template: TypeName
+    agent_id: AgentId | None = None
+    """Chosen by the pool supervisor when omitted."""
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    capabilities: list[Capability] = Field(default_factory=list, max_length=100)
+    """Specializations: capabilities on top of the template's."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the template's parameters."""
+
+
+class ApiKeyCreate(_Body):
+    """`POST` of a new API key; the key itself is shown once, only its hash is stored."""
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[Scope] = Field(default_factory=lambda: [Scope.READ], min_length=1)
+    rate_per_s: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=100, gt=0)
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing; pass `next_cursor` back as `cursor` for the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None

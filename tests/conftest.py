@@ -1,0 +1,142 @@
+"""Session fixtures: real PostgreSQL, real nats-server, one local Ray instance.
+
+PostgreSQL and NATS come from `RAYVISOR_DATABASE_URL` / `RAYVISOR_NATS_URL` when set, or
+else from the embedded wheels, started once per session with fresh data directories.
+Each test module gets a database of its own with the schema applied. A service that
+cannot start fails the run; nothing here skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from helpers import with_database
+
+from runtime.bus import Bus
+from runtime.config import load_settings
+from runtime.services import EmbeddedNats, EmbeddedPostgres
+from runtime.store.migrations import apply_migrations
+from runtime.store.pool import create_pool
+
+
+@dataclass
+class Services:
+    database_url: str
+    nats_url: str
+    home: Path
+    postgres: EmbeddedPostgres | None
+    nats: EmbeddedNats | None
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    home = tmp_path_factory.mktemp("rayvisor-home")
+    external_db = os.environ.get("RAYVISOR_DATABASE_URL")
+    external_nats = os.environ.get("RAYVISOR_NATS_URL")
+    postgres = None if external_db else EmbeddedPostgres(home)
+    nats_server = None if external_nats else EmbeddedNats(home)
+    database_url = external_db or postgres.start()  # type: ignore[union-attr]
+    nats_url = external_nats or nats_server.start()  # type: ignore[union-attr]
+    yield Services(database_url, nats_url, home, postgres, nats_server)
+    if nats_server is not None:
+        nats_server.stop()
+    if postgres is not None:
+        postgres.stop()
+
+
+@pytest.fixture(scope="module")
+async def database_url(services: Services, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A fresh database with the schema applied, for one test module."""
+    name = f"t_{request.module.__name__.rsplit('.', 1)[-1][:40]}_{uuid.uuid4().hex[:8]}".lower()
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(services.database_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
+    yield url
+    admin = await asyncpg.connect(with_database(services.database_url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, max_size=8)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def bus(services: Services) -> AsyncIterator[Bus]:
+    """A connection to the session's NATS with a stream of its own, deleted afterwards."""
+    stream = f"T{uuid.uuid4().hex[:10].upper()}"
+    bus = await Bus.connect(services.nats_url, name="pytest", stream=stream)
+    await bus.ensure_stream(max_age_s=3600)
+    yield bus
+    try:
+        await bus.js.delete_stream(stream)
+    finally:
+        await bus.close()
+
+
+@pytest.fixture
+def settings_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """Point rayvisor settings at the session's services."""
+    monkeypatch.setenv("RAYVISOR_DATABASE_URL", services.database_url)
+    monkeypatch.setenv("RAYVISOR_NATS_URL", services.nats_url)
+    monkeypatch.setenv("RAYVISOR_HOME", str(services.home))
+    load_settings()  # fails loudly if the URLs are not valid settings
+    return services
+
+
+@pytest.fixture(scope="session")
+def ray_session(services: Services) -> Iterator[None]:
+    """One local Ray on loopback for the whole session, with a small CPU count."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        namespace="rayvisor-test",
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "RAYVISOR_DATABASE_URL": services.database_url,
+                "RAYVISOR_NATS_URL": services.nats_url,
+                "RAYVISOR_HOME": str(services.home),
+            }
+        },
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_actors(ray_session: None) -> Iterator[None]:
+    """Kill the actors a test left behind, so the next test starts clean."""
+    import ray
+    from ray.util.state import list_actors
+
+    yield
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
+        name = actor.get("name")
+        if not name:
+            continue
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=actor.get("ray_namespace")), no_restart=True)
