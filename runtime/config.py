@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_s: float = Field(0.5, gt=0, le=60)
     supervision: SupervisionSettings = SupervisionSettings()
+    tree: dict[str, Any] | None = Field(
+        None, description="The supervision tree (pools of agents); validated by supervisors.tree."
+    )
 
     @model_validator(mode="after")
     def _expand_home(self) -> Self:

@@ -1,0 +1,204 @@
+"""The supervision tree: built from `rayvisor.yaml` (or Python), started as `sup:root`.
+
+```
+sup:root                 one_for_one, detached, restarted by Ray (max_restarts=-1)
+  sup:core               one_for_one: the outbox relay (and the task manager shards)
+  sup:agents             one_for_one: one pool supervisor per agent template
+    sup:pool:<template>  simple_one_for_one: agent:<template>-1 .. N (+ standby spares)
+```
+
+The root is detached and restarted by Ray when its process dies; it then starts its
+tree again from the same spec, and each pool restores its members from PostgreSQL.
+A dead supervisor's subtree dies with it (Ray owner fate-sharing) and is started again
+by its restarted self.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import ray
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.config import Settings, format_validation_error
+from runtime.errors import ConfigError
+from supervisors.spec import (
+    BackoffSpec,
+    BreakerSpec,
+    ChildSpec,
+    HeartbeatSpec,
+    OnIntensity,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+)
+from supervisors.supervisor import Supervisor, remote_class
+
+__all__ = [
+    "ROOT_NAME",
+    "PoolSpec",
+    "TreeSpec",
+    "build_root_spec",
+    "get_root",
+    "start_tree",
+    "stop_tree",
+    "tree_from_settings",
+]
+
+ROOT_NAME = "sup:root"
+
+
+class PoolSpec(BaseModel):
+    """One agent pool in rayvisor.yaml: a template and how many to run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    agent: str = Field(min_length=3, description="`module:Class` of the Agent subclass")
+    size: int = Field(1, ge=0, le=1000)
+    standby: int = Field(0, ge=0, le=100)
+    restart: Restart = Restart.PERMANENT
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_restarts: int | None = Field(None, ge=0)
+    period_s: float | None = Field(None, gt=0)
+    on_intensity: OnIntensity | None = None
+    backoff: BackoffSpec | None = None
+    heartbeat: HeartbeatSpec | None = None
+    breaker: BreakerSpec | None = None
+
+
+class TreeSpec(BaseModel):
+    """The `tree:` section of rayvisor.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pools: list[PoolSpec] = Field(default_factory=list)
+    relay: bool = True
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        ids = [p.id for p in self.pools]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"pool ids must be unique: {ids}")
+        return self
+
+
+def _policies(settings: Settings) -> dict[str, Any]:
+    s = settings.supervision
+    return {
+        "max_restarts": s.max_restarts,
+        "period_s": s.period_s,
+        "backoff": BackoffSpec(
+            min_s=s.min_backoff_s,
+            max_s=s.max_backoff_s,
+            jitter=s.backoff_jitter,
+            reset_after_s=s.backoff_reset_after_s,
+        ),
+        "heartbeat": HeartbeatSpec(**s.heartbeat.model_dump()),
+        "breaker": BreakerSpec(
+            failure_threshold=s.failure_threshold,
+            reset_timeout_s=s.reset_timeout_s,
+            max_reset_timeout_s=s.max_reset_timeout_s,
+        ),
+    }
+
+
+def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
+    overrides = {
+        k: v
+        for k, v in pool.model_dump(
+            include={"max_restarts", "period_s", "on_intensity", "backoff", "heartbeat", "breaker"}
+        ).items()
+        if v is not None
+    }
+    supervisor = SupervisorSpec.model_validate(
+        {
+            **defaults,
+            **overrides,
+            "id": f"pool-{pool.id}".replace("_", "-"),
+            "strategy": Strategy.SIMPLE_ONE_FOR_ONE,
+            "template": {
+                "id": pool.id.replace("_", "-"),
+                "agent": pool.agent,
+                "template": pool.id,
+                "params": pool.params,
+                "restart": pool.restart,
+            },
+            "size": pool.size,
+            "standby": pool.standby,
+        }
+    )
+    return ChildSpec(
+        id=supervisor.id,
+        supervisor=supervisor,
+        name=f"sup:pool:{pool.id}",
+    )
+
+
+def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
+    """The whole tree as one spec: root -> core, agents -> one pool per template."""
+    defaults = _policies(settings)
+    core_children = []
+    if tree.relay:
+        core_children.append(ChildSpec(id="relay", actor="actors.relay:OutboxRelayActor"))
+    core = SupervisorSpec(id="core", children=core_children, **defaults)
+    agents = SupervisorSpec(
+        id="agents", children=[_pool_child(p, defaults) for p in tree.pools], **defaults
+    )
+    return SupervisorSpec(
+        id="root",
+        children=[
+            ChildSpec(id="core", supervisor=core),
+            ChildSpec(id="agents", supervisor=agents),
+        ],
+        **defaults,
+    )
+
+
+def tree_from_settings(settings: Settings) -> SupervisorSpec:
+    """The tree of rayvisor.yaml's `tree:` section; a ConfigError names any bad field."""
+    try:
+        tree = TreeSpec.model_validate(settings.tree or {})
+        return build_root_spec(tree, settings)
+    except ValidationError as exc:
+        message = format_validation_error(exc, "tree")
+        raise ConfigError(message.replace("\n  ", "\n  tree.")) from None
+
+
+def get_root(namespace: str) -> Any | None:
+    try:
+        return ray.get_actor(ROOT_NAME, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def start_tree(spec: SupervisorSpec, namespace: str, timeout_s: float = 300) -> Any:
+    """Start `sup:root` (detached, restarted by Ray) or reuse the running one."""
+    root = get_root(namespace)
+    if root is None:
+        root = (
+            remote_class(Supervisor)
+            .options(
+                name=ROOT_NAME,
+                namespace=namespace,
+                lifetime="detached",
+                max_restarts=-1,
+                num_cpus=0,
+                get_if_exists=True,
+            )
+            .remote(spec.model_dump(mode="json"), autostart=True)
+        )
+    ray.get(root.wait_started.remote(), timeout=timeout_s)
+    return root
+
+
+def stop_tree(namespace: str, timeout_s: float = 120) -> bool:
+    """Stop the whole tree gracefully (children in reverse order), then the root."""
+    root = get_root(namespace)
+    if root is None:
+        return False
+    try:
+        ray.get(root.rv_stop.remote(), timeout=timeout_s)
+    finally:
+        ray.kill(root, no_restart=True)
+    return True
