@@ -111,14 +111,16 @@ def _kill(handle: Any) -> None:
 class Supervisor(Supervised):
     """Starts, watches and restarts its children; see the module docstring."""
 
-    def __init__(self, spec: dict[str, Any], autostart: bool = False) -> None:
+    def __init__(
+        self, spec: dict[str, Any], namespace: str | None = None, autostart: bool = False
+    ) -> None:
         super().__init__()
         self.spec = SupervisorSpec.model_validate(spec)
         self.children: list[_Child] = []
         self.intensity = RestartIntensity(self.spec.max_restarts, self.spec.period_s)
         self.state = "created"
         self.restarts = 0
-        self.namespace = ray.get_runtime_context().namespace
+        self.namespace = namespace or ray.get_runtime_context().namespace
         self._lock = asyncio.Lock()
         self._events: asyncio.Queue[SupervisorDecision] = asyncio.Queue()
         self._spares: list[Any] = []
@@ -182,7 +184,8 @@ class Supervisor(Supervised):
 
     def _actor_class_and_args(self, spec: ChildSpec) -> tuple[Any, tuple[Any, ...], dict]:
         if spec.supervisor is not None:
-            return remote_class(Supervisor), (spec.supervisor.model_dump(mode="json"),), {}
+            spec_json = spec.supervisor.model_dump(mode="json")
+            return remote_class(Supervisor), (spec_json, self.namespace), {}
         if spec.agent is not None:
             from actors.host import AgentHost
 

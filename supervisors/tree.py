@@ -186,7 +186,7 @@ def start_tree(spec: SupervisorSpec, namespace: str, timeout_s: float = 300) -> 
                 num_cpus=0,
                 get_if_exists=True,
             )
-            .remote(spec.model_dump(mode="json"), autostart=True)
+            .remote(spec.model_dump(mode="json"), namespace, autostart=True)
         )
     ray.get(root.wait_started.remote(), timeout=timeout_s)
     return root

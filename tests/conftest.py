@@ -9,11 +9,13 @@ cannot start fails the run; nothing here skips.
 from __future__ import annotations
 
 import contextlib
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,6 +26,7 @@ from runtime.config import load_settings
 from runtime.services import EmbeddedNats, EmbeddedPostgres
 from runtime.store.migrations import apply_migrations
 from runtime.store.pool import create_pool
+from supervisors.spec import SupervisorSpec
 
 
 @dataclass
@@ -106,9 +109,20 @@ def settings_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> Service
 
 @pytest.fixture(scope="session")
 def ray_session(services: Services) -> Iterator[None]:
-    """One local Ray on loopback for the whole session, with a small CPU count."""
+    """One local Ray on loopback for the whole session, with a small CPU count.
+
+    Actors in it use the session server's `rayvisor` database (schema applied here).
+    """
     import ray
 
+    async def migrate() -> None:
+        conn = await asyncpg.connect(services.database_url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(migrate())
     ray.init(
         num_cpus=2,
         namespace="rayvisor-test",
@@ -129,14 +143,59 @@ def ray_session(services: Services) -> Iterator[None]:
 
 @pytest.fixture
 def ray_actors(ray_session: None) -> Iterator[None]:
-    """Kill the actors a test left behind, so the next test starts clean."""
+    """Kill the named actors a test left behind, so the next test starts clean."""
     import ray
-    from ray.util.state import list_actors
 
     yield
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000):
-        name = actor.get("name")
-        if not name:
-            continue
+    for actor in ray.util.list_named_actors(all_namespaces=True):
         with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(name, namespace=actor.get("ray_namespace")), no_restart=True)
+            handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
+            ray.kill(handle, no_restart=True)
+
+
+@pytest.fixture(scope="session")
+async def system_pool(services: Services, ray_session: None) -> AsyncIterator[asyncpg.Pool]:
+    """The database the actors in `ray_session` write to."""
+    pool = await create_pool(services.database_url, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def tree(ray_actors: None) -> AsyncIterator[TreeFactory]:
+    """Start supervision trees in namespaces of their own; stopped after the test."""
+    factory = TreeFactory()
+    yield factory
+    for namespace in factory.namespaces:
+        await asyncio.to_thread(_stop_tree_quietly, namespace)
+
+
+class TreeFactory:
+    def __init__(self) -> None:
+        self.namespaces: list[str] = []
+        self.suffix = uuid.uuid4().hex[:6]
+
+    def uid(self, name: str) -> str:
+        """An id unique to this test, so persisted pool members never leak between tests."""
+        return f"{name}-{self.suffix}"
+
+    async def start(self, spec: SupervisorSpec | dict) -> Any:
+        from supervisors.tree import start_tree
+
+        spec = SupervisorSpec.model_validate(spec)
+        namespace = f"t-{self.suffix}-{len(self.namespaces)}"
+        self.namespaces.append(namespace)
+        return await asyncio.to_thread(start_tree, spec, namespace, 120)
+
+
+def _stop_tree_quietly(namespace: str) -> None:
+    from supervisors.tree import get_root, stop_tree
+
+    try:
+        stop_tree(namespace, timeout_s=30)
+    except Exception:
+        root = get_root(namespace)
+        if root is not None:
+            import ray
+
+            ray.kill(root, no_restart=True)

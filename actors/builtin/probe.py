@@ -6,6 +6,7 @@ handle: a crash of its process, a hang of its event loop, a normal or a fatal ex
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -33,6 +34,10 @@ class ProbeWorker(Supervised):
 
     async def hang(self, seconds: float) -> None:
         time.sleep(seconds)  # blocks the event loop on purpose: looks hung
+
+    async def work(self, seconds: float) -> bool:
+        await asyncio.to_thread(time.sleep, seconds)  # busy, but off the event loop
+        return True
 
     async def finish(self, reason: str = "normal", detail: str = "") -> None:
         self.exit_child(reason, detail)  # type: ignore[arg-type]

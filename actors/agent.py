@@ -1,0 +1,208 @@
+"""`Agent`, the class users subclass, and `AgentContext`, what an agent may do.
+
+An agent is plain async Python: it declares `capabilities` and implements `handle(task,
+ctx)`. It knows nothing of Ray: an `AgentHost` (`actors.host`) runs it inside a supervised
+actor, owns its state machine and heartbeat, and gives it an `AgentContext`.
+
+Guarantees an agent can rely on:
+- `ctx.state` holds the state last saved with `ctx.save_state()`, restored after a restart
+  (the state is saved as JSON: a value JSON cannot carry is refused with a ValueError).
+- `handle` runs on the host's event loop: blocking or CPU-bound work must go through
+  `ctx.run_blocking`, or the supervisor sees a stalled loop and takes the agent for hung.
+- A `LogicalError` (or a ValueError/TypeError/KeyError) fails the task, not the agent; a
+  `TransientError` is retried; a `FatalError` or any other exception means the agent is
+  unfit: the task is retried elsewhere and the agent is restarted (`runtime.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+from uuid import UUID
+
+from runtime.errors import NotFound
+from runtime.models.events import DiscoveryShared, TaskProgress
+from runtime.models.records import Discovery
+from runtime.store import agents as agent_store
+from runtime.store import discoveries
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from runtime.bus import Bus
+
+__all__ = ["Agent", "AgentContext"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Agent(ABC):
+    """Subclass this: set `capabilities`, implement `handle`.
+
+    The constructor receives the template's parameters as keyword arguments and keeps them
+    in `self.params`; it must be cheap (no I/O): connections belong in `on_start`.
+    """
+
+    capabilities: ClassVar[frozenset[str] | set[str]] = frozenset()
+    """What this agent can do; a task is matched on its `required_capabilities`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        caps = cls.__dict__.get("capabilities")
+        if caps is None:
+            return
+        if isinstance(caps, str) or not isinstance(caps, set | frozenset | list | tuple):
+            raise TypeError(f"{cls.__name__}.capabilities must be a set of strings, got {caps!r}")
+        if not all(isinstance(c, str) and c.strip() for c in caps):
+            raise TypeError(f"{cls.__name__}.capabilities must hold non-empty strings: {caps!r}")
+        cls.capabilities = frozenset(c.strip() for c in caps)
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = params
+
+    @abstractmethod
+    async def handle(self, task: dict[str, Any], ctx: AgentContext) -> Any:
+        """Do one task; return a JSON-serialisable result or raise a `TaskError`."""
+
+    async def on_start(self, ctx: AgentContext) -> None:  # noqa: B027 (an optional hook)
+        """Runs once the agent is registered and its state restored, before any task."""
+
+    async def on_stop(self, ctx: AgentContext) -> None:  # noqa: B027 (an optional hook)
+        """Runs on a graceful stop; not run when the process is killed."""
+
+
+class AgentContext:
+    """What an agent may do. Thin: it delegates to the host's pool and bus.
+
+    `task` is the task being handled (None between tasks); `state` is the durable state.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        pool: asyncpg.Pool | None,
+        bus: Bus | None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.task: dict[str, Any] | None = None
+        self.state: dict[str, Any] = dict(state or {})
+        self.log = logging.getLogger(f"rayvisor.agent.{agent_id}")
+        self._pool = pool
+        self._bus = bus
+
+    # ---- durable state -------------------------------------------------------------------
+
+    async def save_state(self, state: dict[str, Any] | None = None) -> None:
+        """Persist `state` (which becomes `self.state`) or else `self.state`."""
+        if state is not None:
+            if not isinstance(state, dict):
+                raise TypeError(f"state must be a dict, got {type(state).__name__}")
+            self.state = state
+        _require_json(self.state, "state")
+        if not await agent_store.save_state(self._require_pool(), self.agent_id, self.state):
+            raise NotFound(f"agent {self.agent_id} has no row to save its state in")
+
+    # ---- events --------------------------------------------------------------------------
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the current task is, 0.0 to 1.0 (core NATS, not kept)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise TypeError(f"progress must be a number, got {type(fraction).__name__}")
+        if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress must be between 0.0 and 1.0, got {fraction}")
+        task_id = self._require_task_id("progress")
+        event = TaskProgress(
+            task_id=task_id,
+            agent_id=self.agent_id,
+            attempt=max(1, int((self.task or {}).get("attempt") or 1)),
+            progress=float(fraction),
+            message=message,
+        )
+        await self._require_bus().publish(event)
+
+    async def share_discovery(
+        self,
+        type: str,
+        content: str,
+        confidence: float,
+        data: dict[str, Any] | None = None,
+    ) -> UUID:
+        """Record a discovery and publish it on `discoveries.{agent_id}.{type}`; its id.
+
+        The row and its event are written in one transaction (the outbox relay publishes
+        the event), so a discovery is never stored without being published or vice versa.
+        """
+        task = self.task or {}
+        discovery = Discovery(
+            agent_id=self.agent_id,
+            type=type,
+            content=content,
+            confidence=confidence,
+            data=dict(data or {}),
+            task_id=_uuid_or_none(task.get("id")),
+            project_id=_uuid_or_none(task.get("project_id")),
+        )
+        _require_json(discovery.data, "discovery data")
+        event = DiscoveryShared(
+            discovery_id=discovery.id,
+            agent_id=discovery.agent_id,
+            type=discovery.type,
+            content=discovery.content,
+            confidence=discovery.confidence,
+            data=discovery.data,
+            task_id=discovery.task_id,
+            project_id=discovery.project_id,
+        )
+        await discoveries.add(self._require_pool(), discovery, events=(event,))
+        return discovery.id
+
+    # ---- work ----------------------------------------------------------------------------
+
+    async def run_blocking(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run blocking or CPU-bound `fn` in a thread; the event loop keeps ticking."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _require_task_id(self, what: str) -> UUID:
+        if self.task is None:
+            raise RuntimeError(f"{what} is only available while a task is being handled")
+        task_id = _uuid_or_none(self.task.get("id"))
+        if task_id is None:
+            raise ValueError(f"{what} needs the task's 'id' as a UUID, got {self.task.get('id')!r}")
+        return task_id
+
+    def _require_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"agent {self.agent_id}: no database connection (not started)")
+        return self._pool
+
+    def _require_bus(self) -> Bus:
+        if self._bus is None:
+            raise RuntimeError(f"agent {self.agent_id}: no NATS connection (not started)")
+        return self._bus
+
+
+def _uuid_or_none(value: Any) -> UUID | None:
+    if value is None or isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _require_json(value: Any, what: str) -> None:
+    """ValueError naming the problem if `value` is not plain JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serialisable: {exc}") from None

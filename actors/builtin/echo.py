@@ -1,0 +1,81 @@
+"""Tiny agents for tests, benchmarks and demos.
+
+`EchoAgent` (capability `echo`) returns the task's parameters, after doing what they ask:
+
+| parameter | effect |
+|---|---|
+| `sleep_s: float` | `await asyncio.sleep` (a slow but well-behaved agent) |
+| `block_s: float` | `time.sleep` on the event loop (a hung agent, as the supervisor sees it) |
+| `work_s: float` | `time.sleep` through `ctx.run_blocking` (busy, but never taken for hung) |
+| `progress: int` | report that many progress steps |
+| `discover: {type, content, confidence, data}` | share a discovery |
+| `fail: "transient" \\| "fatal" \\| "logical"` | raise the matching `TaskError` |
+| `save: {...}` | save it as the agent's durable state |
+| `not_json: true` | return a value that is not JSON-serialisable |
+
+`CounterAgent` (capability `count`) increments `ctx.state["count"]`, saves it and returns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from actors.agent import Agent, AgentContext
+from runtime.errors import FatalError, LogicalError, TransientError
+
+__all__ = ["CounterAgent", "EchoAgent"]
+
+_FAILURES = {"transient": TransientError, "fatal": FatalError, "logical": LogicalError}
+
+
+def _parameters(task: dict[str, Any]) -> dict[str, Any]:
+    params = task.get("parameters", {})
+    if not isinstance(params, dict):
+        raise LogicalError(f"parameters must be an object, got {type(params).__name__}")
+    return params
+
+
+class EchoAgent(Agent):
+    """Returns the task's parameters; see the module docstring for what they can ask."""
+
+    capabilities = frozenset({"echo"})
+
+    async def handle(self, task: dict[str, Any], ctx: AgentContext) -> Any:
+        params = _parameters(task)
+        if "sleep_s" in params:
+            await asyncio.sleep(float(params["sleep_s"]))
+        if "block_s" in params:
+            time.sleep(float(params["block_s"]))
+        if "work_s" in params:
+            await ctx.run_blocking(time.sleep, float(params["work_s"]))
+        steps = int(params.get("progress", 0))
+        for step in range(1, steps + 1):
+            await ctx.progress(step / steps, f"step {step} of {steps}")
+        if "discover" in params:
+            found = params["discover"]
+            await ctx.share_discovery(
+                found["type"], found["content"], found["confidence"], found.get("data")
+            )
+        if "save" in params:
+            await ctx.save_state(dict(params["save"]))
+        if "fail" in params:
+            kind = params["fail"]
+            if kind not in _FAILURES:
+                raise LogicalError(f"fail must be one of {sorted(_FAILURES)}, got {kind!r}")
+            raise _FAILURES[kind](f"asked to fail ({kind})", {"requested": kind})
+        if params.get("not_json"):
+            return {"value": object()}
+        return params
+
+
+class CounterAgent(Agent):
+    """Counts the tasks it handled, across restarts (the count is durable state)."""
+
+    capabilities = frozenset({"count"})
+
+    async def handle(self, task: dict[str, Any], ctx: AgentContext) -> int:
+        ctx.state["count"] = int(ctx.state.get("count", 0)) + 1
+        await ctx.save_state()
+        return ctx.state["count"]

@@ -1,0 +1,572 @@
+"""`AgentHost`: the supervised Ray actor that runs one `Agent`.
+
+The host is a plain class; the supervisor makes it an actor with
+`ray.remote(concurrency_groups=CONCURRENCY_GROUPS, max_concurrency=1000)(AgentHost)`.
+Its life, as the supervisor drives it:
+
+1. `AgentHost(agent_class, params, template)`: cheap, and without identity, so a warm
+   standby can be created before it is known which child it will replace.
+2. `rv_warm()` (optional, ahead of time): connects PostgreSQL and NATS and builds the agent.
+3. `rv_start(child_id, supervisor_id)`: takes the identity; registers the agent, restores its
+   saved state and records `-> starting -> running -> idle` (after `error` when the last
+   incarnation crashed) with its status and announce events, all in one transaction; then
+   runs `Agent.on_start` and starts the heartbeat on `agents.{id}.heartbeat`.
+4. `run(task)`: one task at a time (`idle -> busy -> idle`); `cancel(task_id)` answers on
+   the control group even while the handler runs.
+5. `rv_stop()`: `Agent.on_stop`, `-> stopping -> stopped`, connections closed.
+
+Guarantees:
+- Every state change is checked against `runtime.policies.AGENT_TRANSITIONS` here before it
+  is written, and written with its `AgentStatusChanged` event in one transaction.
+- `run` never raises for a failure of the agent's work: it returns
+  `{"status": "completed", "result": ...}`, `{"status": "failed", "error": {...}}` (the
+  `TaskError.to_dict()` shape) or `{"status": "cancelled"}`. A result that is not plain JSON
+  is a logical failure.
+- A fatal failure (a `FatalError`, or any exception `classify` calls fatal) marks the agent
+  `error` and reports it to the supervisor (`exit_child("fatal")`), which restarts it; a
+  logical or transient failure leaves the agent idle and serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import threading
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import ray
+
+from actors.agent import Agent, AgentContext
+from runtime.bus import Bus
+from runtime.config import Settings, load_settings
+from runtime.errors import (
+    ConfigError,
+    Conflict,
+    FatalError,
+    LogicalError,
+    TaskError,
+    TransientError,
+    classify,
+)
+from runtime.models.common import AGENT_ID_PATTERN
+from runtime.models.enums import AgentState
+from runtime.models.events import (
+    AgentAnnounced,
+    AgentErrorRaised,
+    AgentHeartbeat,
+    AgentStatusChanged,
+    Event,
+)
+from runtime.models.records import AgentRecord
+from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
+from runtime.store import agents as agent_store
+from runtime.store.pool import create_pool
+from supervisors.child import CONCURRENCY_GROUPS, CONTROL_GROUP, Supervised
+
+__all__ = ["CONCURRENCY_GROUPS", "AgentHost", "import_agent_class", "startup_path"]
+
+_log = logging.getLogger(__name__)
+
+CRASH_REASON = "restarted after crash"
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+# ---- pure helpers ---------------------------------------------------------------------------
+
+
+def import_agent_class(path: str) -> type[Agent]:
+    """The `Agent` subclass at `module:Class` or `module.Class`; ConfigError otherwise."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(f"agent class {path!r} is not of the form 'module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"agent class {path!r}: cannot import {module_name!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise ConfigError(f"agent class {path!r} is not a subclass of actors.Agent")
+    return cls
+
+
+def startup_path(stored: AgentState | str) -> list[tuple[AgentState, str]]:
+    """The transitions from an agent's stored state to `idle`, each with its reason.
+
+    A state that cannot go to `starting` (the last incarnation died while running, busy,
+    idle, starting or stopping) first goes to `error` (or `failed`) with `CRASH_REASON`.
+    """
+    stored = AgentState(stored)
+    steps: list[tuple[AgentState, str]] = []
+    if not AGENT_TRANSITIONS.can(stored, AgentState.STARTING):
+        fallback = AgentState.ERROR
+        if not AGENT_TRANSITIONS.can(stored, fallback):
+            fallback = AgentState.FAILED
+        steps.append((fallback, CRASH_REASON))
+    steps += [(AgentState.STARTING, ""), (AgentState.RUNNING, ""), (AgentState.IDLE, "")]
+    AGENT_TRANSITIONS.fold(stored, [state for state, _ in steps])  # validates every step
+    return steps
+
+
+class _Lifecycle:
+    """The agent's state as this host knows it; every change is checked before it is made."""
+
+    def __init__(self, state: AgentState = AgentState.CREATED) -> None:
+        self.state = state
+
+    def can(self, to_state: AgentState) -> bool:
+        return AGENT_TRANSITIONS.can(self.state, to_state)
+
+    def advance(self, to_state: AgentState) -> tuple[AgentState, AgentState]:
+        """Move to `to_state` (InvalidTransition if not allowed); returns (from, to)."""
+        from_state = self.state
+        self.state = check_agent_transition(from_state, to_state)
+        return from_state, self.state
+
+
+def _error_dict(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, TaskError):
+        return exc.to_dict()
+    return {
+        "category": classify(exc),
+        "type": type(exc).__name__,
+        "reason": str(exc) or type(exc).__name__,
+        "detail": {},
+    }
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "error": _error_dict(exc)}
+
+
+def _not_json(value: Any) -> str | None:
+    """Why `value` is not plain JSON, or None if it is."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+# ---- the actor ------------------------------------------------------------------------------
+
+
+class AgentHost(Supervised):
+    """Runs one `Agent` under a supervisor: state machine, durable state, heartbeat."""
+
+    def __init__(
+        self, agent_class: str, params: dict[str, Any] | None = None, template: str | None = None
+    ) -> None:
+        super().__init__()
+        self.agent_class = agent_class
+        self.params = dict(params or {})
+        self.template = template
+        self.agent: Agent | None = None
+        self.ctx: AgentContext | None = None
+        self.settings: Settings | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._bus: Bus | None = None
+        self._template_id: UUID | None = None
+        self._capabilities: list[str] = []
+        self._lifecycle = _Lifecycle()
+        self._ready = False
+        self._stopping = False
+        self._warm_lock = asyncio.Lock()
+        self._task_lock = asyncio.Lock()
+        # `cancel` runs on the control group's thread: these three are shared with it
+        self._book = threading.Lock()
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._queued: set[str] = set()
+        self._cancel_requested: set[str] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def rv_warm(self) -> None:
+        """Connect PostgreSQL and NATS and build the agent; idempotent."""
+        async with self._warm_lock:
+            if self.agent is not None:
+                return
+            self._loop = asyncio.get_running_loop()
+            settings = load_settings()
+            if not settings.database_dsn or not settings.nats_servers:
+                raise ConfigError("an agent host needs RAYVISOR_DATABASE_URL and RAYVISOR_NATS_URL")
+            agent = import_agent_class(self.agent_class)(**self.params)
+            pool_task = asyncio.ensure_future(
+                create_pool(settings.database_dsn, min_size=1, max_size=4)
+            )
+            bus_task = asyncio.ensure_future(
+                Bus.connect(
+                    settings.nats_servers, name="rayvisor-agent", stream=settings.stream_name
+                )
+            )
+            try:
+                pool, bus = await asyncio.gather(pool_task, bus_task)
+                template_id = await self._resolve_template(pool)
+            except BaseException:
+                await _close_pending(pool_task, bus_task)
+                raise
+            self.settings, self._pool, self._bus = settings, pool, bus
+            self._template_id = template_id
+            self._capabilities = sorted(agent.capabilities)
+            self.agent = agent
+
+    async def on_start(self) -> None:
+        agent_id = self.child_id
+        if not re.fullmatch(AGENT_ID_PATTERN, agent_id or ""):
+            raise ConfigError(f"agent id {agent_id!r} must match {AGENT_ID_PATTERN}")
+        await self.rv_warm()
+        assert self.agent is not None and self._pool is not None and self.settings is not None
+        self._loop = asyncio.get_running_loop()
+        stored = await self._register(agent_id)
+        saved = stored.saved_state
+        self.ctx = AgentContext(
+            agent_id,
+            pool=self._pool,
+            bus=self._bus,
+            state=saved if isinstance(saved, dict) else None,
+        )
+        try:
+            await self.agent.on_start(self.ctx)
+        except Exception as exc:
+            with contextlib.suppress(*_DB_ERRORS, Conflict):
+                await self._transition(AgentState.FAILED, f"on_start failed: {exc!r}"[:500])
+            raise
+        self._ready = True
+        interval_s = self.settings.supervision.heartbeat.interval_s
+        self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        try:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            with self._book:
+                handlers = list(self._running.values())
+                self._cancel_requested.update(self._queued)
+            for handler in handlers:
+                handler.cancel()
+            async with self._task_lock:  # a cancelled run records its way back to idle first
+                pass
+            if self.agent is not None and self.ctx is not None:
+                try:
+                    await self.agent.on_stop(self.ctx)
+                except Exception:
+                    self.ctx.log.exception("on_stop failed")
+            started = bool(self.child_id) and self._pool is not None
+            if started and self._lifecycle.can(AgentState.STOPPING):
+                await self._record_stop()
+        finally:
+            await self._close_connections()
+
+    # ---- work ----------------------------------------------------------------------------
+
+    async def run(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Handle one task; see the module docstring for the shape of the outcome."""
+        if not isinstance(task, dict):
+            return _failed(LogicalError(f"a task must be a dict, got {type(task).__name__}"))
+        task_id = str(task.get("id") or uuid4())
+        with self._book:
+            if task_id in self._running or task_id in self._queued:
+                return _failed(LogicalError(f"task {task_id} is already on agent {self.child_id}"))
+            self._queued.add(task_id)
+        try:
+            async with self._task_lock:
+                if task_id in self._cancel_requested:
+                    return {"status": "cancelled"}
+                refusal = self._refusal()
+                if refusal is not None:
+                    return _failed(refusal)
+                try:
+                    await self._transition(AgentState.BUSY, f"task {task_id}")
+                except (*_DB_ERRORS, Conflict) as exc:
+                    return _failed(TransientError(f"cannot record the agent busy: {exc!r}"))
+                return await self._run_handler(task_id, task)
+        finally:
+            with self._book:
+                self._queued.discard(task_id)
+                self._cancel_requested.discard(task_id)
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a running or queued task; False if this agent has no such task."""
+        task_id = str(task_id)
+        with self._book:
+            handler = self._running.get(task_id)
+            if handler is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(handler.cancel)
+                return True
+            if task_id in self._queued:
+                self._cancel_requested.add(task_id)
+                return True
+        return False
+
+    async def describe(self) -> dict[str, Any]:
+        """Who and how this agent is, for the supervisor, the API and tests."""
+        return {
+            "agent_id": self.child_id or None,
+            "supervisor_id": self.supervisor_id or None,
+            "state": self._lifecycle.state.value,
+            "capabilities": list(self._capabilities),
+            "agent_class": self.agent_class,
+            "template": self.template,
+            "pid": os.getpid(),
+            "warm": self.agent is not None,
+            "ready": self._ready,
+            "active_tasks": sorted(self._running),
+            "saved_state": dict(self.ctx.state) if self.ctx is not None else None,
+        }
+
+    # ---- internals: state ----------------------------------------------------------------
+
+    async def _register(self, agent_id: str) -> AgentRecord:
+        """Upsert the row and record the way to `idle`, in one transaction; the stored row."""
+        assert self._pool is not None
+        record = AgentRecord(
+            id=agent_id,
+            template_id=self._template_id,
+            name=agent_id,
+            capabilities=self._capabilities,
+            supervisor_id=self.supervisor_id or None,
+        )
+        announce = AgentAnnounced(
+            agent_id=agent_id,
+            capabilities=self._capabilities,
+            template=self.template,
+            node_id=ray.get_runtime_context().get_node_id(),
+            pid=os.getpid(),
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            stored = await agent_store.upsert_agent(conn, record)
+            lifecycle = _Lifecycle(stored.state)
+            steps = startup_path(stored.state)
+            events: list[Event] = []
+            for n, (to_state, reason) in enumerate(steps, start=1):
+                from_state, _ = lifecycle.advance(to_state)
+                events.append(self._status_event(from_state, to_state, reason))
+                # all events go with the last step: one outbox write for the whole start
+                last = n == len(steps)
+                await agent_store.record_transition(
+                    conn,
+                    agent_id,
+                    from_state,
+                    to_state,
+                    reason,
+                    events=[*events, announce] if last else (),
+                )
+        self._lifecycle = lifecycle
+        return stored
+
+    async def _record_stop(self) -> None:
+        assert self._pool is not None
+        lifecycle = _Lifecycle(self._lifecycle.state)
+        events: list[Event] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            for to_state in (AgentState.STOPPING, AgentState.STOPPED):
+                from_state, _ = lifecycle.advance(to_state)
+                events.append(self._status_event(from_state, to_state, "shutdown"))
+                await agent_store.record_transition(
+                    conn,
+                    self.child_id,
+                    from_state,
+                    to_state,
+                    "shutdown",
+                    events=events if to_state is AgentState.STOPPED else (),
+                )
+        self._lifecycle = lifecycle
+
+    async def _transition(
+        self,
+        to_state: AgentState,
+        reason: str = "",
+        extra: list[Event] | None = None,
+        *,
+        keep_on_failure: bool = False,
+    ) -> None:
+        """Check, then record one change with its status event (and `extra` events).
+
+        On a failed write the host goes back to its former state, unless `keep_on_failure`.
+        If the row moved under us (an earlier write was lost), the change is recorded from
+        the row's state when the state machine allows it from there.
+        """
+        assert self._pool is not None
+        from_state, _ = self._lifecycle.advance(to_state)
+        events = [self._status_event(from_state, to_state, reason), *(extra or [])]
+        try:
+            try:
+                await agent_store.record_transition(
+                    self._pool, self.child_id, from_state, to_state, reason, events=events
+                )
+            except Conflict:
+                record = await agent_store.get_agent(self._pool, self.child_id)
+                current = record.state if record is not None else None
+                if current == to_state:
+                    return
+                if current is None or not AGENT_TRANSITIONS.can(current, to_state):
+                    raise
+                events[0] = self._status_event(current, to_state, reason)
+                await agent_store.record_transition(
+                    self._pool, self.child_id, current, to_state, reason, events=events
+                )
+        except BaseException:
+            if not keep_on_failure:
+                self._lifecycle.state = from_state
+            raise
+
+    def _status_event(
+        self, from_state: AgentState, to_state: AgentState, reason: str
+    ) -> AgentStatusChanged:
+        return AgentStatusChanged(
+            agent_id=self.child_id, from_state=from_state, to_state=to_state, reason=reason
+        )
+
+    # ---- internals: tasks ----------------------------------------------------------------
+
+    def _refusal(self) -> TaskError | None:
+        """Why this agent cannot take a task now, or None."""
+        state = self._lifecycle.state
+        if self._stopping:
+            return FatalError(f"agent {self.child_id} is stopping")
+        if not self._ready or state is not AgentState.IDLE:
+            return FatalError(f"agent {self.child_id or '(unstarted)'} is {state}, not idle")
+        return None
+
+    async def _run_handler(self, task_id: str, task: dict[str, Any]) -> dict[str, Any]:
+        assert self.agent is not None and self.ctx is not None
+        ctx = self.ctx
+        ctx.task = task
+        handler = asyncio.get_running_loop().create_task(self.agent.handle(task, ctx))
+        with self._book:
+            self._running[task_id] = handler
+            self._queued.discard(task_id)
+            if task_id in self._cancel_requested:
+                handler.cancel()
+        try:
+            await asyncio.wait({handler})
+        except asyncio.CancelledError:  # the run call itself was cancelled
+            handler.cancel()
+            with contextlib.suppress(*_DB_ERRORS, Conflict):
+                await asyncio.shield(
+                    self._transition(AgentState.IDLE, "run cancelled", keep_on_failure=True)
+                )
+            raise
+        finally:
+            with self._book:
+                self._running.pop(task_id, None)
+            ctx.task = None
+        outcome, error = _outcome(handler)
+        events: list[Event] = []
+        next_state, reason = AgentState.IDLE, ""
+        if error is not None:
+            category = classify(error)
+            ctx.log.warning("task %s failed (%s): %r", task_id, category, error)
+            events.append(
+                AgentErrorRaised(
+                    agent_id=self.child_id,
+                    error_type=type(error).__name__,
+                    message=str(error)[:2000],
+                    task_id=_uuid(task_id),
+                    category=category,
+                )
+            )
+            if category == "fatal":
+                next_state, reason = AgentState.ERROR, f"fatal failure: {error!r}"[:500]
+        try:
+            await self._transition(next_state, reason, events, keep_on_failure=True)
+        except (*_DB_ERRORS, Conflict) as exc:  # the work is done: never lose its outcome
+            ctx.log.warning("could not record %s after task %s: %r", next_state, task_id, exc)
+        if next_state is AgentState.ERROR:
+            self.exit_child("fatal", reason)
+        return outcome
+
+    # ---- internals: heartbeat and connections --------------------------------------------
+
+    async def _heartbeat_loop(self, interval_s: float) -> None:
+        """Publish a heartbeat every `interval_s`; the lag is how late the loop woke it."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval_s
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            lag_s = max(0.0, now - due)
+            due = now + interval_s
+            bus = self._bus
+            if bus is None:
+                continue
+            event = AgentHeartbeat(
+                agent_id=self.child_id,
+                state=self._lifecycle.state,
+                loop_lag_ms=lag_s * 1000.0,
+                active_tasks=len(self._running),
+            )
+            try:
+                await bus.publish(event, timeout_s=interval_s)
+            except Exception as exc:  # NATS down: the next beat tries again
+                _log.debug("heartbeat of %s not sent: %r", self.child_id, exc)
+
+    async def _resolve_template(self, pool: asyncpg.Pool) -> UUID | None:
+        """The template's id (given as an id or a name), looked up while warming."""
+        if not self.template:
+            return None
+        template_id = _uuid(self.template)
+        if template_id is not None:
+            return template_id
+        template = await agent_store.get_template_by_name(pool, self.template)
+        if template is None:
+            _log.warning("agent template %r is not registered", self.template)
+            return None
+        return template.id
+
+    async def _close_connections(self) -> None:
+        bus, pool = self._bus, self._pool
+        self._bus = self._pool = None
+        if bus is not None:
+            with contextlib.suppress(Exception):
+                await bus.close()
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 5)
+
+
+def _outcome(handler: asyncio.Task[Any]) -> tuple[dict[str, Any], BaseException | None]:
+    """What `run` returns for a finished handler, and the error it failed with."""
+    if handler.cancelled():
+        return {"status": "cancelled"}, None
+    error = handler.exception()
+    if error is None:
+        result = handler.result()
+        problem = _not_json(result)
+        if problem is None:
+            return {"status": "completed", "result": result}, None
+        error = LogicalError(
+            f"the result of handle is not JSON-serialisable: {problem}",
+            {"result_type": type(result).__name__},
+        )
+    return _failed(error), error
+
+
+async def _close_pending(*futures: asyncio.Future[Any]) -> None:
+    """Close whatever the futures connected (a pool, a bus), cancelling those still pending."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        with contextlib.suppress(BaseException):
+            resource = await future
+            await resource.close()

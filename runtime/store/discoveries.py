@@ -1,0 +1,113 @@
+"""Discoveries agents share: stored, then announced on `discoveries.{agent_id}.{type}`.
+
+Guarantees:
+- `add` writes the discovery and its events (a `DiscoveryShared`) to the outbox in one
+  transaction: both are committed or neither is.
+- Listings page by the keyset `(created_at, id)`, oldest first: every row once, in order.
+- `confidence` (a `real` column) is read back as the value written (0.9, not its float32
+  image 0.8999999761...), and `min_confidence` compares in the column's own precision, so a
+  discovery at exactly `min_confidence` is included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from runtime.models.events import Event
+from runtime.models.records import Discovery
+from runtime.store import outbox
+
+__all__ = ["add", "get", "list_discoveries"]
+
+_COLUMNS = (
+    "id",
+    "agent_id",
+    "type",
+    "content",
+    "confidence",
+    "data",
+    "task_id",
+    "project_id",
+    "created_at",
+)
+# real -> text -> float8: the shortest decimal that is this float32, i.e. the value written.
+_SELECT = ", ".join(
+    "confidence::text::float8 AS confidence" if column == "confidence" else column
+    for column in _COLUMNS
+)
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+@asynccontextmanager
+async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction: the caller's own if one is open, else a new one."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired, acquired.transaction():
+            yield acquired
+    elif conn.is_in_transaction():
+        yield conn
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+async def add(conn: Conn, discovery: Discovery, events: Sequence[Event] = ()) -> Discovery:
+    """Store a discovery as given (id and timestamp included), with its events."""
+    sql = (
+        f"INSERT INTO discoveries ({', '.join(_COLUMNS)})"
+        f" VALUES ({', '.join(f'${n}' for n in range(1, len(_COLUMNS) + 1))})"
+        f" RETURNING {_SELECT}"
+    )
+    args = [getattr(discovery, column) for column in _COLUMNS]
+    if not events:
+        return Discovery.from_row(await conn.fetchrow(sql, *args))
+    async with _atomic(conn) as tx:
+        row = await tx.fetchrow(sql, *args)
+        await outbox.add(tx, events)
+    return Discovery.from_row(row)
+
+
+async def get(conn: Conn, id: UUID) -> Discovery | None:
+    row = await conn.fetchrow(f"SELECT {_SELECT} FROM discoveries WHERE id = $1", id)
+    return Discovery.from_row(row) if row else None
+
+
+async def list_discoveries(
+    conn: Conn,
+    types: Iterable[str] | None = None,
+    min_confidence: float | None = None,
+    agent_id: str | None = None,
+    limit: int = 100,
+    after: tuple[datetime, UUID] | None = None,
+) -> list[Discovery]:
+    """One page, oldest first; pass the last item's `(created_at, id)` as `after` for the next.
+
+    `types` keeps discoveries of any of those types; `min_confidence` those at least that sure.
+    """
+    where, args = [], []
+    if types is not None:
+        args.append(list(types))
+        where.append(f"type = ANY(${len(args)}::text[])")
+    if min_confidence is not None:
+        args.append(min_confidence)
+        where.append(f"confidence >= ${len(args)}::real")
+    if agent_id is not None:
+        args.append(agent_id)
+        where.append(f"agent_id = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {_SELECT} FROM discoveries"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY created_at, id LIMIT ${len(args)}",
+        *args,
+    )
+    return [Discovery.from_row(row) for row in rows]

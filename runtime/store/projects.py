@@ -1,0 +1,124 @@
+"""Projects: requirements in, compiled results out.
+
+A project's status is set only through `set_status`, whose events (e.g. `ProjectCompleted`)
+are written to the outbox in the same transaction, so the change and its announcement are
+committed together or not at all. Listings page by the keyset `(created_at, id)`, oldest
+first, so a page never skips or repeats a row while others are inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from runtime.models.enums import ProjectStatus
+from runtime.models.events import Event
+from runtime.models.records import Project
+from runtime.store import outbox
+
+__all__ = ["create", "get", "list_projects", "set_status"]
+
+_COLUMNS = (
+    "id",
+    "name",
+    "description",
+    "status",
+    "requirements",
+    "result",
+    "created_at",
+    "updated_at",
+    "completed_at",
+)
+_FINISHED = (ProjectStatus.COMPLETED, ProjectStatus.FAILED, ProjectStatus.CANCELLED)
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+@asynccontextmanager
+async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction: the caller's own if one is open, else a new one."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired, acquired.transaction():
+            yield acquired
+    elif conn.is_in_transaction():
+        yield conn
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+async def create(conn: Conn, project: Project) -> Project:
+    """Insert `project` as given (its id and timestamps included) and return the stored row."""
+    placeholders = ", ".join(f"${n}" for n in range(1, len(_COLUMNS) + 1))
+    row = await conn.fetchrow(
+        f"INSERT INTO projects ({', '.join(_COLUMNS)}) VALUES ({placeholders}) RETURNING *",
+        *(getattr(project, column) for column in _COLUMNS),
+    )
+    return Project.from_row(row)
+
+
+async def get(conn: Conn, id: UUID) -> Project | None:
+    row = await conn.fetchrow("SELECT * FROM projects WHERE id = $1", id)
+    return Project.from_row(row) if row else None
+
+
+async def list_projects(
+    conn: Conn,
+    status: ProjectStatus | str | None = None,
+    limit: int = 50,
+    after: tuple[datetime, UUID] | None = None,
+) -> list[Project]:
+    """One page, oldest first; pass the last item's `(created_at, id)` as `after` for the next."""
+    where, args = [], []
+    if status is not None:
+        args.append(ProjectStatus(status))
+        where.append(f"status = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await conn.fetch(
+        "SELECT * FROM projects"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY created_at, id LIMIT ${len(args)}",
+        *args,
+    )
+    return [Project.from_row(row) for row in rows]
+
+
+async def set_status(
+    conn: Conn,
+    id: UUID,
+    status: ProjectStatus | str,
+    result: Any = None,
+    events: Sequence[Event] = (),
+) -> Project | None:
+    """Move a project to `status` (and store `result` when given), with its events.
+
+    `completed_at` is set when the status is completed, failed or cancelled. Returns None,
+    writing nothing and queueing no event, when there is no such project.
+    """
+    status = ProjectStatus(status)
+    sql = """
+        UPDATE projects
+           SET status = $2,
+               result = COALESCE($3, result),
+               updated_at = now(),
+               completed_at = CASE WHEN $4 THEN now() ELSE completed_at END
+         WHERE id = $1
+     RETURNING *"""
+    args = (id, status, result, status in _FINISHED)
+    if not events:
+        row = await conn.fetchrow(sql, *args)
+        return Project.from_row(row) if row else None
+    async with _atomic(conn) as tx:
+        row = await tx.fetchrow(sql, *args)
+        if row is None:
+            return None
+        await outbox.add(tx, events)
+    return Project.from_row(row)

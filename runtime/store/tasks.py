@@ -1,0 +1,248 @@
+"""Tasks: the durable queue's rows.
+
+Guarantees:
+- `insert` is idempotent by `idempotency_key`: a second submit with the same key writes
+  nothing and returns the first task.
+- `update` is fenced: given `expect_attempt`, it changes the row only while that attempt is
+  still the current one, so a result of a stale lease is refused and changes nothing.
+- Events passed to `update` reach the outbox in the transaction of the change, and only when
+  the change was made.
+- Listings page by the keyset `(created_at, id)`, oldest first: every row once, in order.
+
+The state machine itself (`runtime.policies.TASK_TRANSITIONS`) is the TaskManager's to
+apply; this module stores whatever it is told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from runtime.models.enums import TaskStatus
+from runtime.models.events import Event
+from runtime.models.records import Task
+from runtime.store import outbox
+
+__all__ = [
+    "COLUMNS",
+    "counts_by_status",
+    "dependents",
+    "get",
+    "insert",
+    "insert_many",
+    "leased_by",
+    "list_tasks",
+    "update",
+]
+
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "project_id",
+    "parent_id",
+    "title",
+    "description",
+    "required_capabilities",
+    "parameters",
+    "priority",
+    "dependencies",
+    "deadline",
+    "max_attempts",
+    "idempotency_key",
+    "status",
+    "attempt",
+    "assigned_to",
+    "result",
+    "error",
+    "attempt_errors",
+    "not_before",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
+"""The columns of `tasks`: what `insert` writes; all but `id` are what `update` may set."""
+_UPDATABLE = frozenset(COLUMNS) - {"id"}
+
+_INSERT = (
+    f"INSERT INTO tasks ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+@asynccontextmanager
+async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction: the caller's own if one is open, else a new one."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired, acquired.transaction():
+            yield acquired
+    elif conn.is_in_transaction():
+        yield conn
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+def _values(task: Task) -> tuple[Any, ...]:
+    return tuple(getattr(task, column) for column in COLUMNS)
+
+
+async def insert(conn: Conn, task: Task) -> tuple[Task, bool]:
+    """Store `task` unless its idempotency key is taken: (stored task, whether it is new).
+
+    On a key already used, the first task is returned with False and nothing is written.
+    """
+    for _ in range(3):
+        row = await conn.fetchrow(_INSERT + " RETURNING *", *_values(task))
+        if row is not None:
+            return Task.from_row(row), True
+        row = await conn.fetchrow(
+            "SELECT * FROM tasks WHERE idempotency_key = $1", task.idempotency_key
+        )
+        if row is not None:
+            return Task.from_row(row), False
+        # The conflicting task was deleted between the two statements: try again.
+    raise RuntimeError(f"idempotency key {task.idempotency_key!r} kept changing hands")
+
+
+async def insert_many(conn: Conn, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
+    """Bulk `insert`: one pipelined, atomic batch, then one lookup of the keys already used.
+
+    Returns (stored task, whether it is new) for each input, in input order. A task whose
+    key was already used (before, or earlier in the same batch) maps to the first task.
+    """
+    if not tasks:
+        return []
+    rows = await conn.fetchmany(_INSERT + " RETURNING id", [_values(task) for task in tasks])
+    inserted = {row["id"] for row in rows}
+    taken = [t.idempotency_key for t in tasks if t.id not in inserted and t.idempotency_key]
+    first: dict[str, Task] = {}
+    if taken:
+        rows = await conn.fetch(
+            "SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[])", taken
+        )
+        first = {row["idempotency_key"]: Task.from_row(row) for row in rows}
+    return [
+        (task, True) if task.id in inserted else (first[task.idempotency_key], False)
+        for task in tasks
+    ]
+
+
+async def get(conn: Conn, id: UUID) -> Task | None:
+    row = await conn.fetchrow("SELECT * FROM tasks WHERE id = $1", id)
+    return Task.from_row(row) if row else None
+
+
+async def list_tasks(
+    conn: Conn,
+    status: TaskStatus | str | None = None,
+    capability: str | None = None,
+    project_id: UUID | None = None,
+    limit: int = 50,
+    after: tuple[datetime, UUID] | None = None,
+) -> list[Task]:
+    """One page, oldest first; pass the last item's `(created_at, id)` as `after` for the next.
+
+    `capability` keeps tasks that require it (among others).
+    """
+    where, args = [], []
+    if status is not None:
+        args.append(TaskStatus(status))
+        where.append(f"status = ${len(args)}")
+    if capability is not None:
+        args.append(capability)
+        where.append(f"required_capabilities @> ARRAY[${len(args)}]::text[]")
+    if project_id is not None:
+        args.append(project_id)
+        where.append(f"project_id = ${len(args)}")
+    if after is not None:
+        args.extend(after)
+        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await conn.fetch(
+        "SELECT * FROM tasks"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + f" ORDER BY created_at, id LIMIT ${len(args)}",
+        *args,
+    )
+    return [Task.from_row(row) for row in rows]
+
+
+async def dependents(conn: Conn, task_id: UUID) -> list[Task]:
+    """The tasks that wait on `task_id`: the ones to re-check when it ends."""
+    rows = await conn.fetch(
+        "SELECT * FROM tasks WHERE dependencies @> ARRAY[$1]::uuid[] ORDER BY created_at, id",
+        task_id,
+    )
+    return [Task.from_row(row) for row in rows]
+
+
+async def leased_by(conn: Conn, agent_id: str) -> list[Task]:
+    """The tasks `agent_id` holds a lease on: the ones to re-queue when it dies."""
+    rows = await conn.fetch(
+        "SELECT * FROM tasks WHERE assigned_to = $1 AND status IN ('assigned', 'running')"
+        " ORDER BY created_at, id",
+        agent_id,
+    )
+    return [Task.from_row(row) for row in rows]
+
+
+async def counts_by_status(conn: Conn) -> dict[str, int]:
+    """How many tasks are in each status; every status is present, zero included."""
+    counts = {status.value: 0 for status in TaskStatus}
+    rows = await conn.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
+async def update(
+    conn: Conn,
+    task_id: UUID,
+    *,
+    expect_attempt: int | None = None,
+    events: Sequence[Event] = (),
+    **fields: Any,
+) -> Task | None:
+    """Set `fields` (column names) on a task and return it, with its events.
+
+    `updated_at` is set to now unless given. With `expect_attempt`, the change is made only
+    while the row's `attempt` equals it (fencing). Returns None, changing nothing and
+    queueing no event, when the task is missing or the attempt is stale. An unknown field
+    raises ValueError before anything is sent.
+    """
+    # Names are checked against the columns before they are put into the SQL text.
+    unknown = sorted(set(fields) - _UPDATABLE)
+    if unknown:
+        raise ValueError(f"fields: not updatable task columns: {unknown}")
+    if not fields:
+        raise ValueError("fields: nothing to update")
+    fields.setdefault("updated_at", None)
+    args: list[Any] = [task_id]
+    sets = []
+    for name, value in fields.items():
+        if name == "updated_at" and value is None:
+            sets.append("updated_at = now()")
+            continue
+        args.append(value)
+        sets.append(f"{name} = ${len(args)}")
+    sql = f"UPDATE tasks SET {', '.join(sets)} WHERE id = $1"
+    if expect_attempt is not None:
+        args.append(expect_attempt)
+        sql += f" AND attempt = ${len(args)}"
+    sql += " RETURNING *"
+    if not events:
+        row = await conn.fetchrow(sql, *args)
+        return Task.from_row(row) if row else None
+    async with _atomic(conn) as tx:
+        row = await tx.fetchrow(sql, *args)
+        if row is None:
+            return None
+        await outbox.add(tx, events)
+    return Task.from_row(row)

@@ -1,0 +1,367 @@
+"""`AgentHost` in a real Ray actor, on real PostgreSQL and NATS, created as a supervisor would."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+import ray
+from helpers import wait_for
+
+from actors.host import CRASH_REASON, AgentHost
+from runtime.bus import Bus
+from runtime.models.events import AgentHeartbeat, Event, TaskProgress
+from runtime.store import agents as agent_store
+from supervisors.child import CONCURRENCY_GROUPS
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "rayvisor-test"
+ECHO = "actors.builtin.echo:EchoAgent"
+COUNTER = "actors.builtin.echo:CounterAgent"
+HEARTBEAT_S = 0.2
+
+HostActor = ray.remote(concurrency_groups=CONCURRENCY_GROUPS, max_concurrency=1000)(AgentHost)
+
+
+@pytest.fixture
+def start_host(ray_actors: None, services: Any, database_url: str) -> Callable[..., Any]:
+    """Create, and by default start, a host pointed at this module's database."""
+
+    async def start(
+        agent_class: str = ECHO,
+        child_id: str | None = None,
+        *,
+        params: dict[str, Any] | None = None,
+        started: bool = True,
+    ) -> tuple[Any, str]:
+        child_id = child_id or f"host-{uuid.uuid4().hex[:10]}"
+        env = {
+            "RAYVISOR_DATABASE_URL": database_url,
+            "RAYVISOR_NATS_URL": services.nats_url,
+            "RAYVISOR_HOME": str(services.home),
+            "RAYVISOR_SUPERVISION__HEARTBEAT__INTERVAL_S": str(HEARTBEAT_S),
+        }
+        handle = HostActor.options(
+            name=f"agent:{child_id}:{uuid.uuid4().hex[:6]}",
+            namespace=NAMESPACE,
+            runtime_env={"env_vars": env},
+        ).remote(agent_class, params)
+        if started:
+            where = await handle.rv_start.remote(child_id, "sup-test")
+            assert where["pid"] > 0
+        return handle, child_id
+
+    return start
+
+
+def task(**parameters: Any) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "attempt": 1, "parameters": parameters}
+
+
+async def transitions(pool: asyncpg.Pool, agent_id: str) -> list[tuple[str, str, str]]:
+    return [
+        (str(e.from_state), str(e.to_state), e.reason)
+        for e in await agent_store.history(pool, agent_id)
+    ]
+
+
+async def outbox_payloads(pool: asyncpg.Pool, subject: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch("SELECT payload FROM outbox WHERE subject = $1 ORDER BY seq", subject)
+    return [row["payload"] for row in rows]
+
+
+async def collect(bus: Bus, subject: str) -> list[Event]:
+    received: list[Event] = []
+
+    async def keep(event: Event, msg: Any) -> None:
+        received.append(event)
+
+    await bus.subscribe(subject, keep)
+    await bus.nc.flush()
+    return received
+
+
+async def test_start_records_the_way_to_idle_with_its_events(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(COUNTER)
+
+    assert [(f, t) for f, t, _ in await transitions(pool, agent_id)] == [
+        ("created", "starting"),
+        ("starting", "running"),
+        ("running", "idle"),
+    ]
+    record = await agent_store.get_agent(pool, agent_id)
+    assert record is not None
+    assert (record.state, record.capabilities, record.supervisor_id) == (
+        "idle",
+        ["count"],
+        "sup-test",
+    )
+    statuses = await outbox_payloads(pool, f"agents.{agent_id}.status")
+    assert [(s["from_state"], s["to_state"]) for s in statuses] == [
+        ("created", "starting"),
+        ("starting", "running"),
+        ("running", "idle"),
+    ]
+    announced = [
+        a
+        for a in await outbox_payloads(pool, "agents.discovery.announce")
+        if a["agent_id"] == agent_id
+    ]
+    assert len(announced) == 1
+    assert announced[0]["capabilities"] == ["count"]
+    described = await host.describe.remote()
+    assert described["agent_id"] == agent_id
+    assert described["state"] == "idle"
+    assert described["capabilities"] == ["count"]
+    assert described["saved_state"] == {}
+
+
+async def test_a_warm_spare_takes_its_identity_at_start(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    spare, _ = await start_host(ECHO, started=False)
+    await spare.rv_warm.remote()
+    await spare.rv_warm.remote()  # idempotent
+    described = await spare.describe.remote()
+    assert (described["agent_id"], described["warm"], described["state"]) == (None, True, "created")
+    refused = await spare.run.remote(task())
+    assert refused["status"] == "failed"
+    assert refused["error"]["category"] == "fatal"
+
+    agent_id = f"spare-{uuid.uuid4().hex[:8]}"
+    await spare.rv_start.remote(agent_id, "sup-test")
+    assert (await spare.describe.remote())["state"] == "idle"
+    assert (await agent_store.get_agent(pool, agent_id)).state == "idle"
+
+
+async def test_run_returns_the_result_and_goes_busy_then_idle(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+
+    outcome = await host.run.remote(task(x=1, words=["a", "b"]))
+
+    assert outcome == {"status": "completed", "result": {"x": 1, "words": ["a", "b"]}}
+    assert [(f, t) for f, t, _ in await transitions(pool, agent_id)][-2:] == [
+        ("idle", "busy"),
+        ("busy", "idle"),
+    ]
+    assert (await host.describe.remote())["state"] == "idle"
+
+
+async def test_concurrent_runs_take_turns(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+
+    outcomes = await asyncio.gather(*(host.run.remote(task(n=n, sleep_s=0.05)) for n in range(5)))
+
+    assert sorted(o["result"]["n"] for o in outcomes) == [0, 1, 2, 3, 4]
+    states = [t for _, t, _ in await transitions(pool, agent_id)][3:]
+    assert states == ["busy", "idle"] * 5
+
+
+async def test_saved_state_survives_a_kill(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(COUNTER)
+    assert (await host.run.remote(task()))["result"] == 1
+    assert (await host.run.remote(task()))["result"] == 2
+
+    ray.kill(host, no_restart=True)
+    replacement, _ = await start_host(COUNTER, agent_id)
+
+    assert (await replacement.describe.remote())["saved_state"] == {"count": 2}
+    assert (await replacement.run.remote(task()))["result"] == 3
+    history = await transitions(pool, agent_id)
+    restart = history.index(("idle", "error", CRASH_REASON))
+    assert [t for _, t, _ in history[restart + 1 : restart + 4]] == ["starting", "running", "idle"]
+    assert (await agent_store.load_state(pool, agent_id)) == {"count": 3}
+
+
+async def test_ping_answers_while_work_runs_off_the_loop_and_sees_a_blocked_loop(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+
+    working = host.run.remote(task(work_s=1.0))
+    await wait_for(lambda: _active(host), timeout_s=10)
+    lags = []
+    while not _done(working):
+        lags.append(await asyncio.wait_for(host.rv_ping.remote(), 1.0))
+    assert (await working)["status"] == "completed"
+    assert len(lags) >= 5
+    assert max(lags) < 0.5
+
+    blocking = host.run.remote(task(block_s=2.0))
+    lag = await wait_for(lambda: _lag_over(host, 0.5), timeout_s=10)
+    assert lag > 0.5
+    assert (await blocking)["status"] == "completed"
+    await wait_for(lambda: _lag_under(host, 0.2), timeout_s=10)
+
+
+async def test_cancel_stops_a_sleeping_handler(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+    sleeping = task(sleep_s=60)
+
+    running = host.run.remote(sleeping)
+    await wait_for(lambda: _active(host, sleeping["id"]), timeout_s=10)
+    assert await host.cancel.remote(sleeping["id"]) is True
+
+    assert await asyncio.wait_for(running, 10) == {"status": "cancelled"}
+    assert await host.cancel.remote(sleeping["id"]) is False
+    assert (await host.describe.remote())["state"] == "idle"
+    assert (await host.run.remote(task(after=True)))["result"] == {"after": True}
+    assert [t for _, t, _ in await transitions(pool, agent_id)][-4:] == [
+        "busy",
+        "idle",
+        "busy",
+        "idle",
+    ]
+
+
+async def test_heartbeats_arrive_on_nats(start_host: Callable[..., Any], bus: Bus) -> None:
+    agent_id = f"beat-{uuid.uuid4().hex[:8]}"
+    received = await collect(bus, f"agents.{agent_id}.heartbeat")
+
+    await start_host(ECHO, agent_id)
+
+    await wait_for(lambda: len(received) >= 3, timeout_s=10)
+    beat = received[-1]
+    assert isinstance(beat, AgentHeartbeat)
+    assert (beat.agent_id, beat.state, beat.active_tasks) == (agent_id, "idle", 0)
+    assert 0 <= beat.loop_lag_ms < 1000
+    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(received, received[1:])]
+    assert all(0.1 < gap < 1.0 for gap in gaps), gaps
+
+
+async def test_progress_is_published_for_the_task(start_host: Callable[..., Any], bus: Bus) -> None:
+    host, agent_id = await start_host(ECHO)
+    with_progress = task(progress=4)
+    received = await collect(bus, f"tasks.{with_progress['id']}.progress")
+
+    assert (await host.run.remote(with_progress))["status"] == "completed"
+
+    await wait_for(lambda: len(received) == 4, timeout_s=10)
+    assert all(isinstance(e, TaskProgress) and e.agent_id == agent_id for e in received)
+    assert [e.progress for e in received] == [0.25, 0.5, 0.75, 1.0]
+
+
+async def test_a_discovery_is_stored_with_its_event(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+    found = {"type": "pattern", "content": "burst of failed logins", "confidence": 0.9}
+
+    assert (await host.run.remote({"parameters": {"discover": found}}))["status"] == "completed"
+
+    row = await pool.fetchrow(
+        "SELECT id, type, content FROM discoveries WHERE agent_id = $1", agent_id
+    )
+    assert (row["type"], row["content"]) == ("pattern", "burst of failed logins")
+    shared = await outbox_payloads(pool, f"discoveries.{agent_id}.pattern")
+    assert [s["discovery_id"] for s in shared] == [str(row["id"])]
+
+
+async def test_a_non_json_result_is_a_logical_failure(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+
+    outcome = await host.run.remote(task(not_json=True))
+
+    assert outcome["status"] == "failed"
+    assert outcome["error"]["category"] == "logical"
+    assert "not JSON-serialisable" in outcome["error"]["reason"]
+    assert (await host.describe.remote())["state"] == "idle"
+    errors = await outbox_payloads(pool, f"agents.{agent_id}.events.error")
+    assert [(e["category"], e["error_type"]) for e in errors] == [("logical", "LogicalError")]
+    assert (await host.run.remote(task(ok=1)))["status"] == "completed"
+
+
+async def test_transient_and_logical_failures_leave_the_agent_serving(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+
+    for kind in ("transient", "logical"):
+        outcome = await host.run.remote(task(fail=kind))
+        assert outcome["status"] == "failed"
+        assert outcome["error"] == {
+            "category": kind,
+            "type": f"{kind.capitalize()}Error",
+            "reason": f"asked to fail ({kind})",
+            "detail": {"requested": kind},
+        }
+    assert (await host.describe.remote())["state"] == "idle"
+
+
+async def test_a_fatal_failure_marks_the_agent_and_tells_the_supervisor(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+    monitor = host.rv_monitor.remote()
+
+    outcome = await host.run.remote(task(fail="fatal"))
+
+    assert outcome["error"]["category"] == "fatal"
+    exit_ = await asyncio.wait_for(monitor, 10)
+    assert exit_["reason"] == "fatal"
+    assert (await transitions(pool, agent_id))[-1][:2] == ("busy", "error")
+    refused = await host.run.remote(task())
+    assert refused["status"] == "failed"
+    assert "not idle" in refused["error"]["reason"]
+
+
+async def test_stop_records_stopping_then_stopped(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(COUNTER)
+    monitor = host.rv_monitor.remote()
+
+    await host.rv_stop.remote()
+
+    assert (await asyncio.wait_for(monitor, 10))["reason"] == "shutdown"
+    assert [t for _, t, _ in await transitions(pool, agent_id)][-2:] == ["stopping", "stopped"]
+    statuses = await outbox_payloads(pool, f"agents.{agent_id}.status")
+    assert [s["to_state"] for s in statuses][-2:] == ["stopping", "stopped"]
+
+    restarted, _ = await start_host(COUNTER, agent_id)
+    assert [t for _, t, _ in await transitions(pool, agent_id)][-4:] == [
+        "stopped",
+        "starting",
+        "running",
+        "idle",
+    ]
+    assert (await restarted.describe.remote())["state"] == "idle"
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+
+def _done(ref: ray.ObjectRef) -> bool:
+    ready, _ = ray.wait([ref], timeout=0)
+    return bool(ready)
+
+
+async def _active(host: Any, task_id: str | None = None) -> bool:
+    active = (await host.describe.remote())["active_tasks"]
+    return task_id in active if task_id else bool(active)
+
+
+async def _lag_over(host: Any, seconds: float) -> float | None:
+    lag = await host.rv_ping.remote()
+    return lag if lag > seconds else None
+
+
+async def _lag_under(host: Any, seconds: float) -> bool:
+    return await host.rv_ping.remote() < seconds
