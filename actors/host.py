@@ -70,7 +70,13 @@ from runtime.store import agents as agent_store
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, CONTROL_GROUP, Supervised
 
-__all__ = ["CONCURRENCY_GROUPS", "AgentHost", "import_agent_class", "startup_path"]
+__all__ = [
+    "CONCURRENCY_GROUPS",
+    "CRASH_REASON",
+    "AgentHost",
+    "import_agent_class",
+    "startup_path",
+]
 
 _log = logging.getLogger(__name__)
 

@@ -71,6 +71,9 @@ class Supervised:
             "actor_id": context.get_actor_id(),
         }
 
+    async def rv_warm(self) -> None:
+        """Get ready before knowing which child this is (a standby spare); default: nothing."""
+
     @ray.method(concurrency_group=CONTROL_GROUP)
     async def rv_ping(self) -> float:
         """Seconds since the main event loop last ran: large means hung."""

@@ -124,6 +124,7 @@ class Supervisor(Supervised):
         self._lock = asyncio.Lock()
         self._events: asyncio.Queue[SupervisorDecision] = asyncio.Queue()
         self._spares: list[Any] = []
+        self._filling = False
         self._background: set[asyncio.Task[Any]] = set()
         self._pool: Any = None
         self._started = asyncio.Event()
@@ -235,6 +236,8 @@ class Supervisor(Supervised):
             asyncio.create_task(self._heartbeat(child, generation)),
         ]
         self._emit(Kind.CHILD_STARTED, child, detail=child.info)
+        if self.spec.standby and len(self._spares) < self.spec.standby:
+            self._spawn(self._fill_standby())  # after the promotion, not competing with it
 
     async def _start_or_handle_failure(self, child: _Child) -> bool:
         try:
@@ -295,12 +298,15 @@ class Supervisor(Supervised):
     async def _heartbeat(self, child: _Child, generation: int) -> None:
         """Ping on the child's control loop; `misses` misses in a row mean hung."""
         hb = self.spec.heartbeat
+        # a healthy loop ticks every 50 ms; half an interval without a tick is a stall,
+        # which keeps detection within (misses + 1) * interval
+        stall_s = max(0.1, hb.interval_s / 2)
         misses = 0
         while child.generation == generation:
             began = time.monotonic()
             try:
                 lag = await asyncio.wait_for(child.handle.rv_ping.remote(), hb.timeout_s)
-                healthy = lag <= hb.interval_s
+                healthy = lag <= stall_s
             except (TimeoutError, RayError):
                 healthy = False
             if child.generation != generation:
@@ -423,11 +429,18 @@ class Supervisor(Supervised):
     def _take_spare(self, spec: ChildSpec) -> Any:
         if self.spec.template is None or not self._spares or spec.agent != self.spec.template.agent:
             return None
-        spare = self._spares.pop(0)
-        self._spawn(self._fill_standby())
-        return spare
+        return self._spares.pop(0)
 
     async def _fill_standby(self) -> None:
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            await self._fill_standby_now()
+        finally:
+            self._filling = False
+
+    async def _fill_standby_now(self) -> None:
         template = self.spec.template
         while template is not None and len(self._spares) < self.spec.standby:
             try:

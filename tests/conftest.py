@@ -8,8 +8,8 @@ cannot start fails the run; nothing here skips.
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +23,7 @@ from helpers import with_database
 
 from runtime.bus import Bus
 from runtime.config import load_settings
+from runtime.raycluster import init_ray
 from runtime.services import EmbeddedNats, EmbeddedPostgres
 from runtime.store.migrations import apply_migrations
 from runtime.store.pool import create_pool
@@ -123,19 +124,9 @@ def ray_session(services: Services) -> Iterator[None]:
             await conn.close()
 
     asyncio.run(migrate())
-    ray.init(
-        num_cpus=2,
-        namespace="rayvisor-test",
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {
-                "RAYVISOR_DATABASE_URL": services.database_url,
-                "RAYVISOR_NATS_URL": services.nats_url,
-                "RAYVISOR_HOME": str(services.home),
-            }
-        },
+    settings = load_settings(home=services.home)
+    init_ray(
+        settings, services.database_url, services.nats_url, namespace="rayvisor-test", num_cpus=2
     )
     yield
     ray.shutdown()

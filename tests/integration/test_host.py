@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -233,14 +234,15 @@ async def test_heartbeats_arrive_on_nats(start_host: Callable[..., Any], bus: Bu
     agent_id = f"beat-{uuid.uuid4().hex[:8]}"
     received = await collect(bus, f"agents.{agent_id}.heartbeat")
 
-    await start_host(ECHO, agent_id)
+    host, _ = await start_host(ECHO, agent_id)  # keep the handle: the actor lives while it does
 
     await wait_for(lambda: len(received) >= 3, timeout_s=10)
     beat = received[-1]
     assert isinstance(beat, AgentHeartbeat)
     assert (beat.agent_id, beat.state, beat.active_tasks) == (agent_id, "idle", 0)
     assert 0 <= beat.loop_lag_ms < 1000
-    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in zip(received, received[1:])]
+    assert (await host.describe.remote())["state"] == "idle"
+    gaps = [(b.timestamp - a.timestamp).total_seconds() for a, b in itertools.pairwise(received)]
     assert all(0.1 < gap < 1.0 for gap in gaps), gaps
 
 

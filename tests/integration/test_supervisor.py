@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import pytest
 import ray
-
 from helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -90,9 +89,7 @@ async def test_strategy_restarts_exactly_the_right_children(
     tree, strategy: str, killed: str, restarted: set[str]
 ) -> None:
     root = await tree.start(
-        supervisor_spec(
-            tree.uid("strategy"), strategy, [worker("a"), worker("b"), worker("c")]
-        )
+        supervisor_spec(tree.uid("strategy"), strategy, [worker("a"), worker("b"), worker("c")])
     )
     before = {cid: c["pid"] for cid, c in (await children_of(root)).items()}
     kill_pid(before[killed])
@@ -309,3 +306,50 @@ async def _has(pool: asyncpg.Pool, sup_id: str, kind: str, child_id: str) -> lis
 
 async def _state(sup: Any, child_id: str, state: str) -> bool:
     return (await children_of(sup))[child_id]["state"] == state
+
+
+def counter_pool(template_id: str) -> dict[str, Any]:
+    """Agent ids are global (the `agents` table): each test uses a template id of its own."""
+    return {
+        "strategy": "simple_one_for_one",
+        "template": {"id": template_id, "agent": "actors.builtin.echo:CounterAgent"},
+        "size": 1,
+        "heartbeat": FAST_HEARTBEAT,
+    }
+
+
+@pytest.mark.parametrize("standby", [0, 1], ids=["plain", "standby"])
+async def test_saved_state_survives_a_restart(tree, standby: int) -> None:
+    template = tree.uid("counter")
+    member = f"{template}-1"
+    root = await tree.start({"id": tree.uid("state"), **counter_pool(template), "standby": standby})
+    agent = await root.child_handle.remote(member)
+    for expected in (1, 2, 3):
+        outcome = await agent.run.remote({"parameters": {}})
+        assert outcome == {"status": "completed", "result": expected}
+    if standby:
+        await wait_for(lambda: _standby_ready(root), timeout_s=60)
+    old_pid = (await agent.describe.remote())["pid"]
+    kill_pid(old_pid)
+
+    async def replacement() -> Any:
+        handle = await root.child_handle.remote(member)
+        if handle is None:
+            return None
+        try:
+            info = await asyncio.wait_for(handle.describe.remote(), 5)
+        except (ray.exceptions.RayError, TimeoutError):
+            return None
+        return handle if info["pid"] != old_pid and info["ready"] else None
+
+    agent = await wait_for(replacement, timeout_s=60)
+    info = await agent.describe.remote()
+    assert info["agent_id"] == member
+    assert info["saved_state"] == {"count": 3}
+    assert await agent.run.remote({"parameters": {}}) == {"status": "completed", "result": 4}
+    if standby:  # the spare was promoted, and a new spare is made in its place
+        await wait_for(lambda: _standby_ready(root), timeout_s=60)
+
+
+async def _standby_ready(root: Any) -> bool:
+    return (await root.snapshot.remote())["standby"] >= 1
