@@ -164,11 +164,14 @@ def _read_config_file(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str = "configuration") -> str:
-    """One line per invalid field: `field.path: reason (got value)`."""
+def format_validation_error(
+    exc: ValidationError, source: str = "configuration", prefix: str = ""
+) -> str:
+    """One line per invalid field: `prefix.field.path: reason (got value)`."""
     lines = [f"invalid {source}:"]
     for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        parts = [prefix] if prefix else []
+        field = ".".join(parts + [str(part) for part in err["loc"]]) or "(top level)"
         reason = err["msg"]
         if err["type"] == "extra_forbidden":
             reason = "unknown key"

@@ -61,7 +61,7 @@ class ChildKind(StrEnum):
 
 
 class BackoffSpec(_Spec):
-    """Restarts of one child wait min_s * 2^n (capped, jittered); n resets after reset_after_s up."""
+    """Restarts of one child wait min_s * 2^n (capped, jittered); n resets after a healthy run."""
 
     min_s: float = Field(0.0, ge=0)
     max_s: float = Field(10.0, ge=0)

@@ -538,7 +538,7 @@ class Supervisor(Supervised):
             if child.spec.kind is ChildKind.SUPERVISOR and child.handle is not None:
                 with contextlib.suppress(RayError, TimeoutError):
                     sub = await asyncio.wait_for(child.handle.snapshot.remote(), 5)
-                    entry = {**sub, "restarts": entry["restarts"], "breaker": entry["breaker"]}
+                    entry = {**sub, **{k: entry[k] for k in ("restarts", "breaker", "actor_name")}}
             node["children"].append(entry)
         return node
 

@@ -78,8 +78,9 @@ class TreeSpec(BaseModel):
     @model_validator(mode="after")
     def _unique(self) -> Self:
         ids = [p.id for p in self.pools]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"pool ids must be unique: {ids}")
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"pool ids must be unique: {duplicates}")
         return self
 
 
@@ -103,14 +104,21 @@ def _policies(settings: Settings) -> dict[str, Any]:
     }
 
 
+_SECTIONS = ("backoff", "heartbeat", "breaker")
+
+
 def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
-    overrides = {
+    """A pool supervisor; the pool's own policy keys override the defaults key by key."""
+    overrides: dict[str, Any] = {
         k: v
-        for k, v in pool.model_dump(
-            include={"max_restarts", "period_s", "on_intensity", "backoff", "heartbeat", "breaker"}
-        ).items()
+        for k, v in pool.model_dump(include={"max_restarts", "period_s", "on_intensity"}).items()
         if v is not None
     }
+    for section in _SECTIONS:
+        given = getattr(pool, section)
+        if given is not None:
+            merged = {**defaults[section].model_dump(), **given.model_dump(exclude_unset=True)}
+            overrides[section] = merged
     supervisor = SupervisorSpec.model_validate(
         {
             **defaults,
@@ -161,8 +169,7 @@ def tree_from_settings(settings: Settings) -> SupervisorSpec:
         tree = TreeSpec.model_validate(settings.tree or {})
         return build_root_spec(tree, settings)
     except ValidationError as exc:
-        message = format_validation_error(exc, "tree")
-        raise ConfigError(message.replace("\n  ", "\n  tree.")) from None
+        raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
 
 
 def get_root(namespace: str) -> Any | None:

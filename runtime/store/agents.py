@@ -12,12 +12,9 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
-
-import asyncpg
 
 from runtime.errors import Conflict, NotFound
 from runtime.models.enums import AgentState
@@ -25,6 +22,7 @@ from runtime.models.events import Event
 from runtime.models.records import AgentEvent, AgentRecord, AgentSpecialization, AgentTemplate
 from runtime.policies import check_agent_transition
 from runtime.store import outbox
+from runtime.store._tx import Conn, atomic
 
 __all__ = [
     "add_specialization",
@@ -70,21 +68,6 @@ _AGENT_COLUMNS = (
 )
 # real -> text -> float8: the shortest decimal that is this float32, i.e. the value written.
 _SPECIALIZATION = "agent_id, capability, proficiency::text::float8 AS proficiency, created_at"
-
-Conn = asyncpg.Connection | asyncpg.Pool
-
-
-@asynccontextmanager
-async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction: the caller's own if one is open, else a new one."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, acquired.transaction():
-            yield acquired
-    elif conn.is_in_transaction():
-        yield conn
-    else:
-        async with conn.transaction():
-            yield conn
 
 
 def _placeholders(count: int) -> str:
@@ -198,7 +181,7 @@ async def record_transition(
     to_state = check_agent_transition(from_state, to_state)
     from_state = AgentState(from_state)
     detail = dict(detail or {})
-    async with _atomic(conn) as tx:
+    async with atomic(conn) as tx:
         current = await tx.fetchval("SELECT state FROM agents WHERE id = $1 FOR UPDATE", agent_id)
         if current is None:
             raise NotFound(f"no agent {agent_id!r}")

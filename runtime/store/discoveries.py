@@ -11,16 +11,14 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from uuid import UUID
-
-import asyncpg
 
 from runtime.models.events import Event
 from runtime.models.records import Discovery
 from runtime.store import outbox
+from runtime.store._tx import Conn, atomic
 
 __all__ = ["add", "get", "list_discoveries"]
 
@@ -41,21 +39,6 @@ _SELECT = ", ".join(
     for column in _COLUMNS
 )
 
-Conn = asyncpg.Connection | asyncpg.Pool
-
-
-@asynccontextmanager
-async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction: the caller's own if one is open, else a new one."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, acquired.transaction():
-            yield acquired
-    elif conn.is_in_transaction():
-        yield conn
-    else:
-        async with conn.transaction():
-            yield conn
-
 
 async def add(conn: Conn, discovery: Discovery, events: Sequence[Event] = ()) -> Discovery:
     """Store a discovery as given (id and timestamp included), with its events."""
@@ -67,7 +50,7 @@ async def add(conn: Conn, discovery: Discovery, events: Sequence[Event] = ()) ->
     args = [getattr(discovery, column) for column in _COLUMNS]
     if not events:
         return Discovery.from_row(await conn.fetchrow(sql, *args))
-    async with _atomic(conn) as tx:
+    async with atomic(conn) as tx:
         row = await tx.fetchrow(sql, *args)
         await outbox.add(tx, events)
     return Discovery.from_row(row)

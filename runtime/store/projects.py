@@ -8,18 +8,16 @@ first, so a page never skips or repeats a row while others are inserted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-import asyncpg
 
 from runtime.models.enums import ProjectStatus
 from runtime.models.events import Event
 from runtime.models.records import Project
 from runtime.store import outbox
+from runtime.store._tx import Conn, atomic
 
 __all__ = ["create", "get", "list_projects", "set_status"]
 
@@ -35,21 +33,6 @@ _COLUMNS = (
     "completed_at",
 )
 _FINISHED = (ProjectStatus.COMPLETED, ProjectStatus.FAILED, ProjectStatus.CANCELLED)
-
-Conn = asyncpg.Connection | asyncpg.Pool
-
-
-@asynccontextmanager
-async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction: the caller's own if one is open, else a new one."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, acquired.transaction():
-            yield acquired
-    elif conn.is_in_transaction():
-        yield conn
-    else:
-        async with conn.transaction():
-            yield conn
 
 
 async def create(conn: Conn, project: Project) -> Project:
@@ -116,7 +99,7 @@ async def set_status(
     if not events:
         row = await conn.fetchrow(sql, *args)
         return Project.from_row(row) if row else None
-    async with _atomic(conn) as tx:
+    async with atomic(conn) as tx:
         row = await tx.fetchrow(sql, *args)
         if row is None:
             return None

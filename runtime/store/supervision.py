@@ -10,33 +10,16 @@ Guarantees:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
-
-import asyncpg
 
 from runtime.models.enums import SupervisorEventKind
 from runtime.models.events import Event
 from runtime.models.records import SupervisorEvent
 from runtime.store import outbox
+from runtime.store._tx import Conn, atomic
 
 __all__ = ["children", "list_events", "record_event", "remove_child", "save_child"]
-
-Conn = asyncpg.Connection | asyncpg.Pool
-
-
-@asynccontextmanager
-async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction: the caller's own if one is open, else a new one."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, acquired.transaction():
-            yield acquired
-    elif conn.is_in_transaction():
-        yield conn
-    else:
-        async with conn.transaction():
-            yield conn
 
 
 async def record_event(
@@ -56,7 +39,7 @@ async def record_event(
     args = (supervisor_id, child_id, SupervisorEventKind(kind), reason, dict(detail or {}))
     if not events:
         return SupervisorEvent.from_row(await conn.fetchrow(sql, *args))
-    async with _atomic(conn) as tx:
+    async with atomic(conn) as tx:
         row = await tx.fetchrow(sql, *args)
         await outbox.add(tx, events)
     return SupervisorEvent.from_row(row)

@@ -15,18 +15,16 @@ apply; this module stores whatever it is told.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-import asyncpg
 
 from runtime.models.enums import TaskStatus
 from runtime.models.events import Event
 from runtime.models.records import Task
 from runtime.store import outbox
+from runtime.store._tx import Conn, atomic
 
 __all__ = [
     "COLUMNS",
@@ -73,21 +71,6 @@ _INSERT = (
     f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
     " ON CONFLICT (idempotency_key) DO NOTHING"
 )
-
-Conn = asyncpg.Connection | asyncpg.Pool
-
-
-@asynccontextmanager
-async def _atomic(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction: the caller's own if one is open, else a new one."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as acquired, acquired.transaction():
-            yield acquired
-    elif conn.is_in_transaction():
-        yield conn
-    else:
-        async with conn.transaction():
-            yield conn
 
 
 def _values(task: Task) -> tuple[Any, ...]:
@@ -240,7 +223,7 @@ async def update(
     if not events:
         row = await conn.fetchrow(sql, *args)
         return Task.from_row(row) if row else None
-    async with _atomic(conn) as tx:
+    async with atomic(conn) as tx:
         row = await tx.fetchrow(sql, *args)
         if row is None:
             return None
