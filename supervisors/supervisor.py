@@ -31,6 +31,7 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayError
+from ray.util.metrics import Counter, Gauge
 
 from runtime.config import load_settings
 from runtime.models.enums import SupervisorEventKind as Kind
@@ -128,6 +129,13 @@ class Supervisor(Supervised):
         self._background: set[asyncio.Task[Any]] = set()
         self._pool: Any = None
         self._started = asyncio.Event()
+        tags = ("supervisor", "child")
+        self._restarts_metric = Counter(
+            "rayvisor_restarts", "Children restarted, by supervisor and child", tags
+        )
+        self._breaker_metric = Gauge(
+            "rayvisor_breaker_open", "1 while a child's circuit is open or half-open", tags
+        )
         if autostart:  # a root restarted by Ray rebuilds its tree by itself
             ray.get_runtime_context().current_actor.rv_start.remote(self.spec.id, "")
 
@@ -566,6 +574,12 @@ class Supervisor(Supervised):
         )
         _log.info("%s %s %s %s", self.spec.id, kind.value, event.child_id or "", reason)
         self._events.put_nowait(event)
+        if child is not None:
+            tags = {"supervisor": self.spec.id, "child": child.spec.id}
+            if kind is Kind.RESTARTED:
+                self._restarts_metric.inc(1, tags)
+            elif kind in (Kind.CIRCUIT_OPENED, Kind.CIRCUIT_CLOSED):
+                self._breaker_metric.set(1 if kind is Kind.CIRCUIT_OPENED else 0, tags)
 
     async def _write_events(self) -> None:
         while True:

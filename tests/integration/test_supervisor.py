@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -353,3 +354,25 @@ async def test_saved_state_survives_a_restart(tree, standby: int) -> None:
 
 async def _standby_ready(root: Any) -> bool:
     return (await root.snapshot.remote())["standby"] >= 1
+
+
+async def test_rayvisor_tree_prints_the_live_tree(tree) -> None:
+    sup_id = tree.uid("cli")
+    await tree.start(
+        supervisor_spec(
+            sup_id,
+            "one_for_one",
+            [{"id": "inner", "supervisor": supervisor_spec("inner", "one_for_one", [worker("x")])}],
+        )
+    )
+    env = {**os.environ, "RAYVISOR_NAMESPACE": tree.namespaces[-1], "COLUMNS": "200"}
+    result = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runtime.cli", "tree", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(result.communicate(), 120)
+    assert result.returncode == 0, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert f"sup:{sup_id} running restarts=0 one_for_one" in lines[0]
+    assert any("sup:inner running" in line for line in lines)
+    assert any("x running restarts=0" in line for line in lines)
