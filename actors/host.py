@@ -258,6 +258,20 @@ class AgentHost(Supervised):
         self._ready = True
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
+        self._offer_to_task_managers()
+
+    def _offer_to_task_managers(self) -> None:
+        """Tell each TaskManager shard this agent takes work (again, after a restart).
+
+        A shard that is not up yet finds the agent later through the supervision tree.
+        """
+        me = ray.get_runtime_context().current_actor
+        for shard in range(self.settings.task_shards if self.settings else 1):
+            try:
+                tm = ray.get_actor(f"tm:{shard}", namespace=self.namespace)
+            except ValueError:
+                continue
+            tm.register_agent.remote(self.child_id, list(self._capabilities), me)
 
     async def on_stop(self) -> None:
         self._stopping = True

@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", min_length=1)
     http_port: int = Field(8000, ge=1, le=65535)
     batch_window_ms: float = Field(5.0, ge=0, le=10_000, description="Group-commit window.")
+    task_shards: int = Field(1, ge=1, le=64, description="TaskManager shards (tm:0 ..).")
     stream_name: str = Field("RAYVISOR", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     stream_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)
     outbox_batch_size: int = Field(200, ge=1, le=10_000)

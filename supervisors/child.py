@@ -49,6 +49,7 @@ class Supervised:
 
     child_id: str = ""
     supervisor_id: str = ""
+    namespace: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._exit: concurrent.futures.Future[ChildExit] = concurrent.futures.Future()
@@ -57,10 +58,14 @@ class Supervised:
 
     # ---- called by the supervisor ------------------------------------------------
 
-    async def rv_start(self, child_id: str, supervisor_id: str) -> dict[str, Any]:
-        """Start ticking and run `on_start`; returns where the child runs."""
+    async def rv_start(
+        self, child_id: str, supervisor_id: str, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Start ticking and run `on_start`; returns where the child runs. `namespace` is
+        the tree's Ray namespace, where the child finds its named peers."""
         self.child_id = child_id
         self.supervisor_id = supervisor_id
+        self.namespace = namespace or ray.get_runtime_context().namespace
         self._last_tick = time.monotonic()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         await self.on_start()

@@ -137,7 +137,7 @@ class Supervisor(Supervised):
             "rayvisor_breaker_open", "1 while a child's circuit is open or half-open", tags
         )
         if autostart:  # a root restarted by Ray rebuilds its tree by itself
-            ray.get_runtime_context().current_actor.rv_start.remote(self.spec.id, "")
+            ray.get_runtime_context().current_actor.rv_start.remote(self.spec.id, "", namespace)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -228,7 +228,8 @@ class Supervisor(Supervised):
         monitor = handle.rv_monitor.remote()
         try:
             child.info = await asyncio.wait_for(
-                handle.rv_start.remote(child.spec.id, self.spec.id), _START_TIMEOUT_S
+                handle.rv_start.remote(child.spec.id, self.spec.id, self.namespace),
+                _START_TIMEOUT_S,
             )
         except BaseException:
             if child.generation == generation:

@@ -146,7 +146,15 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
 def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     """The whole tree as one spec: root -> core, agents -> one pool per template."""
     defaults = _policies(settings)
-    core_children = []
+    core_children = [
+        ChildSpec(
+            id=f"tm-{shard}",
+            actor="actors.task_manager:TaskManager",
+            kwargs={"shard": shard, "shards": settings.task_shards},
+            name=f"tm:{shard}",
+        )
+        for shard in range(settings.task_shards)
+    ]
     if tree.relay:
         core_children.append(ChildSpec(id="relay", actor="actors.relay:OutboxRelayActor"))
     core = SupervisorSpec(id="core", children=core_children, **defaults)

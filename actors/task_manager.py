@@ -1,0 +1,620 @@
+"""`TaskManager`: the durable task queue, its leases and its retries (one actor per shard).
+
+Guarantees:
+- PostgreSQL is the record. A submit returns after its rows are committed; every state
+  change is committed (in group-commit batches, with its events in the outbox in the same
+  transaction) before anyone is told of it, and an assignment is durable before the
+  agent is called.
+- A lease is one attempt on one agent. It ends with a result, a failure or the agent's
+  death; a dead agent's tasks are re-queued at once. A result carries its attempt and one
+  for an attempt that is no longer current is refused, so a task completes at most once;
+  re-queueing on every lost lease means it is never lost.
+- Failures by category: transient -> retried after a backoff; fatal or a dead agent ->
+  retried on another agent; logical -> failed at once. Retries stop at `max_attempts`;
+  every attempt's error is kept in `attempt_errors`.
+- Highest priority first, oldest first among equals; a task is queued once all its
+  dependencies completed, and fails (with the reason) when one of them does not.
+- A restarted shard rebuilds its queue from PostgreSQL; leases it held are re-queued.
+
+Tasks belong to shard `id.int % shards`; a client routes by id (see `actors.tasks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import ray
+from pydantic import ValidationError
+from ray.exceptions import RayActorError, RayError
+
+from actors.registry import AgentEntry, Registry
+from runtime.config import load_settings
+from runtime.errors import LogicalError, NotFound, StaleAttempt
+from runtime.models.api import TaskCreate
+from runtime.models.events import Event, TaskAssigned, TaskResult
+from runtime.models.records import Task
+from runtime.policies import TASK_TRANSITIONS, TaskStatus, check_task_transition, retry_delay
+from runtime.store import tasks as task_store
+from runtime.store.group_commit import GroupCommitter
+from runtime.store.pool import create_pool
+from supervisors.child import Supervised
+
+__all__ = ["TaskManager", "shard_of", "task_manager_name"]
+
+_log = logging.getLogger(__name__)
+S = TaskStatus
+_ACTIVE = (S.PENDING, S.QUEUED, S.ASSIGNED, S.RUNNING)
+
+
+def shard_of(task_id: UUID, shards: int) -> int:
+    return task_id.int % shards
+
+
+def task_manager_name(shard: int) -> str:
+    return f"tm:{shard}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Task:
+    """The live part of a task this shard owns; `row()` is what the database keeps."""
+
+    record: Task
+    seq: int
+    waiting_on: set[UUID] = field(default_factory=set)
+    avoid: set[str] = field(default_factory=set)
+    call: asyncio.Task[Any] | None = None
+
+    @property
+    def id(self) -> UUID:
+        return self.record.id
+
+    @property
+    def required(self) -> frozenset[str]:
+        return frozenset(self.record.required_capabilities)
+
+    def move(self, to: TaskStatus) -> None:
+        check_task_transition(self.record.status, to)
+        self.record.__dict__["status"] = to  # validated above; skip pydantic per change
+
+    def set(self, **fields: Any) -> None:
+        self.record.__dict__.update(fields)
+
+    def row(self) -> tuple[Any, ...]:
+        r = self.record
+        return (
+            r.id, r.status.value, r.attempt, r.assigned_to, r.result, r.error,
+            r.attempt_errors, r.not_before, r.started_at, r.finished_at,
+        )  # fmt: skip
+
+    def envelope(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": str(r.id),
+            "attempt": r.attempt,
+            "title": r.title,
+            "parameters": r.parameters,
+            "project_id": str(r.project_id) if r.project_id else None,
+            "deadline": r.deadline.isoformat() if r.deadline else None,
+        }
+
+
+class TaskManager(Supervised):
+    """One shard of the task queue; see the module docstring."""
+
+    def __init__(self, shard: int = 0, shards: int = 1) -> None:
+        super().__init__()
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), got {shard}")
+        self.shard, self.shards = shard, shards
+        self.registry = Registry()
+        self.tasks: dict[UUID, _Task] = {}
+        self._queues: dict[frozenset[str], list[tuple[int, int, UUID]]] = {}
+        self._delayed: list[tuple[float, UUID]] = []
+        self._deadlines: list[tuple[datetime, UUID]] = []
+        self._dependents: dict[UUID, set[UUID]] = {}
+        self._waiters: dict[UUID, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._changed: list[_Task] = []  # changed since the last flush
+        self.counters = {"completed": 0, "failed": 0, "retried": 0, "stale_results": 0}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        settings = load_settings()
+        if settings.database_dsn is None:
+            raise RuntimeError("RAYVISOR_DATABASE_URL is not set in this worker")
+        self.settings = settings
+        self.pool = await create_pool(settings.database_dsn, min_size=2, max_size=8)
+        self.committer = GroupCommitter(self.pool, settings.batch_window_ms / 1000)
+        await self._rebuild()
+        self._spawn(self._dispatch_loop())
+        self._spawn(self._timer_loop())
+        self._spawn(self._discover_agents_periodically())
+
+    async def on_stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await self.committer.close()
+        await self.pool.close()
+
+    async def _rebuild(self) -> None:
+        """Load this shard's unfinished tasks; leases held before the restart are lost."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM tasks WHERE status = ANY($1::text[]) ORDER BY created_at, id",
+            [s.value for s in _ACTIVE],
+        )
+        lost: list[_Task] = []
+        for row in rows:
+            if shard_of(row["id"], self.shards) != self.shard:
+                continue
+            live = self._adopt(Task.from_row(row))
+            if live.record.status in (S.ASSIGNED, S.RUNNING):
+                lost.append(live)
+        pending = [t for t in self.tasks.values() if t.record.status is S.PENDING]
+        await self._resolve_dependencies(pending)
+        for live in lost:
+            self._retry_or_fail(
+                live, {"category": "fatal", "type": "LeaseLost", "reason": "task manager restarted"}
+            )
+        await self._flush_changes()
+
+    def _adopt(self, record: Task) -> _Task:
+        live = _Task(record, next(self._seq))
+        self.tasks[record.id] = live
+        if record.status is S.QUEUED:
+            self._enqueue(live)
+        if record.deadline is not None:
+            heapq.heappush(self._deadlines, (record.deadline, record.id))
+        return live
+
+    # ---- submitting ------------------------------------------------------------------
+
+    async def submit_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validate and store tasks; all or nothing. Each item is a TaskCreate (+ `id`)."""
+        records = [self._validated(item) for item in items]
+        known = await self._dependency_statuses(records)
+        for record in records:
+            missing = [str(d) for d in record.dependencies if d not in known]
+            if missing:
+                raise LogicalError(f"dependencies: unknown task ids {missing}")
+            known[record.id] = record.status
+        stored = await task_store.insert_many(self.pool, records)
+        new = [self._adopt(task) for task, created in stored if created]
+        await self._resolve_dependencies(new)
+        views = [self._view(task.id, self.tasks.get(task.id) or task) for task, _ in stored]
+        await self._flush_changes()
+        self._wake.set()
+        return views
+
+    def _validated(self, item: dict[str, Any]) -> Task:
+        if not isinstance(item, dict):
+            raise LogicalError(f"a task must be an object, got {type(item).__name__}")
+        body = dict(item)
+        task_id = body.pop("id", None)
+        try:
+            create = TaskCreate.model_validate(body)
+            task_id = UUID(str(task_id)) if task_id is not None else self._new_id()
+        except (ValidationError, ValueError) as exc:
+            raise LogicalError(f"invalid task: {exc}") from None
+        if shard_of(task_id, self.shards) != self.shard:
+            raise LogicalError(f"task {task_id} belongs to shard {shard_of(task_id, self.shards)}")
+        return Task(id=task_id, status=S.PENDING, **create.model_dump())
+
+    def _new_id(self) -> UUID:
+        while True:
+            candidate = uuid4()
+            if shard_of(candidate, self.shards) == self.shard:
+                return candidate
+
+    async def _dependency_statuses(self, records: list[Task]) -> dict[UUID, TaskStatus]:
+        wanted = {d for r in records for d in r.dependencies}
+        if not wanted:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])", list(wanted)
+        )
+        return {r["id"]: S(r["status"]) for r in rows}
+
+    async def _resolve_dependencies(self, pending: list[_Task]) -> None:
+        """Queue the pending tasks whose dependencies all completed; fail those with a
+        failed dependency; the rest wait for `_dependency_finished`."""
+        statuses = await self._dependency_statuses([t.record for t in pending])
+        for live in pending:
+            failed = [d for d in live.record.dependencies if statuses.get(d, S.PENDING).is_terminal
+                      and statuses[d] is not S.COMPLETED]  # fmt: skip
+            waiting = {
+                d for d in live.record.dependencies if not statuses.get(d, S.PENDING).is_terminal
+            }
+            if failed:
+                self._fail(live, _dependency_error(failed[0], statuses[failed[0]]))
+            elif waiting:
+                live.waiting_on = waiting
+                for dep in waiting:
+                    self._dependents.setdefault(dep, set()).add(live.id)
+            else:
+                live.move(S.QUEUED)
+                self._enqueue(live)
+                self._changed.append(live)
+
+    # ---- matching and leases ------------------------------------------------------------
+
+    def _enqueue(self, live: _Task) -> None:
+        key = (-live.record.priority, live.seq, live.id)
+        heapq.heappush(self._queues.setdefault(live.required, []), key)
+        self._wake.set()
+
+    def _next_assignment(self) -> tuple[_Task, AgentEntry] | None:
+        best: tuple[tuple[int, int], _Task, AgentEntry] | None = None
+        for required, heap in self._queues.items():
+            while heap and self._stale(heap[0][2]):
+                heapq.heappop(heap)
+            if not heap:
+                continue
+            priority, seq, task_id = heap[0]
+            if best is not None and (priority, seq) >= best[0]:
+                continue
+            live = self.tasks[task_id]
+            agent = self.registry.match(required, frozenset(live.avoid))
+            if agent is not None:
+                best = ((priority, seq), live, agent)
+        if best is None:
+            return None
+        _, live, agent = best
+        heapq.heappop(self._queues[live.required])
+        return live, agent
+
+    def _stale(self, task_id: UUID) -> bool:
+        live = self.tasks.get(task_id)
+        return live is None or live.record.status is not S.QUEUED
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            leases: list[tuple[_Task, AgentEntry]] = []
+            while self.registry.has_free() and (found := self._next_assignment()) is not None:
+                live, agent = found
+                self.registry.acquire(agent)
+                live.move(S.ASSIGNED)
+                live.set(attempt=live.record.attempt + 1, assigned_to=agent.agent_id,
+                         started_at=_utcnow(), not_before=None)  # fmt: skip
+                leases.append((live, agent))
+            if not leases:
+                continue
+            events = [
+                TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
+                for t, a in leases
+            ]
+            try:
+                await self._commit([t.row() for t, _ in leases], events)
+            except Exception:
+                _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
+                for live, agent in leases:  # undo in memory: the database never saw them
+                    self.registry.release(agent.agent_id)
+                    live.record.__dict__.update(status=S.QUEUED, assigned_to=None,
+                                                attempt=live.record.attempt - 1)  # fmt: skip
+                    self._enqueue(live)
+                await asyncio.sleep(0.5)
+                continue
+            for live, agent in leases:
+                live.call = self._spawn(self._run(live, agent, live.record.attempt))
+
+    async def _run(self, live: _Task, agent: AgentEntry, attempt: int) -> None:
+        """One lease: call the agent, then settle the outcome if it is still current."""
+        ref = agent.handle.run.remote(live.envelope())
+        if live.record.attempt == attempt and live.record.status is S.ASSIGNED:
+            live.move(S.RUNNING)
+            self._spawn(self._commit([live.row()]))
+        try:
+            outcome = await ref
+        except RayActorError as exc:
+            self.registry.remove(agent.agent_id)
+            outcome = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
+        except RayError as exc:
+            outcome = _failure("fatal", type(exc).__name__, str(exc)[:2000])
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.registry.release(agent.agent_id)
+            self._wake.set()
+        with contextlib.suppress(StaleAttempt):
+            await self._settle(live.id, attempt, outcome, agent.agent_id)
+
+    async def report_result(self, task_id: str, attempt: int, outcome: dict[str, Any]) -> bool:
+        """Settle an attempt from outside (an agent reporting late); StaleAttempt if stale."""
+        await self._settle(UUID(task_id), attempt, outcome, None)
+        return True
+
+    async def _settle(
+        self, task_id: UUID, attempt: int, outcome: dict[str, Any], agent_id: str | None
+    ) -> None:
+        live = self.tasks.get(task_id)
+        if live is None or live.record.attempt != attempt or live.record.status not in (
+            S.ASSIGNED, S.RUNNING,
+        ):  # fmt: skip
+            self.counters["stale_results"] += 1
+            current = live.record.attempt if live else None
+            raise StaleAttempt(
+                f"task {task_id}: attempt {attempt} is not current",
+                task_id=str(task_id), attempt=attempt, current_attempt=current,
+            )  # fmt: skip
+        status = outcome.get("status") if isinstance(outcome, dict) else None
+        if status == "completed":
+            self._complete(live, outcome.get("result"))
+        elif status == "cancelled":
+            self._finish(live, S.CANCELLED, error={"category": "logical", "reason": "cancelled"})
+        else:
+            error = outcome.get("error") if isinstance(outcome, dict) else None
+            if not isinstance(error, dict):
+                error = {"category": "logical", "type": "BadOutcome",
+                         "reason": f"an agent returned {outcome!r:.200}"}  # fmt: skip
+            self._retry_or_fail(live, error, agent_id)
+        await self._flush_changes()
+
+    def _retry_or_fail(
+        self, live: _Task, error: dict[str, Any], agent_id: str | None = None
+    ) -> None:
+        record = live.record
+        error = {**error, "attempt": record.attempt, "agent_id": agent_id or record.assigned_to}
+        live.set(attempt_errors=[*record.attempt_errors, error], error=error)
+        category = error.get("category", "fatal")
+        if category == "logical" or record.attempt >= record.max_attempts:
+            self._fail(live, error)
+            return
+        self.counters["retried"] += 1
+        delay = 0.0
+        if category == "transient":
+            base, cap = self.settings.supervision.min_backoff_s or 0.1, 30.0
+            delay = retry_delay(max(1, record.attempt), base, cap)
+        elif agent_id or record.assigned_to:
+            live.avoid.add(agent_id or record.assigned_to or "")
+        live.move(S.QUEUED)
+        live.set(assigned_to=None,
+                 not_before=_utcnow() + timedelta(seconds=delay) if delay else None)  # fmt: skip
+        if delay:
+            heapq.heappush(self._delayed, (time.monotonic() + delay, live.id))
+        else:
+            self._enqueue(live)
+        self._changed.append(live)
+
+    # ---- endings -------------------------------------------------------------------------
+
+    def _complete(self, live: _Task, result: Any) -> None:
+        self._finish(live, S.COMPLETED, result=result)
+
+    def _fail(self, live: _Task, error: dict[str, Any]) -> None:
+        self._finish(live, S.FAILED, error=error)
+
+    def _finish(
+        self, live: _Task, status: TaskStatus, *, result: Any = None, error: dict | None = None
+    ) -> None:
+        live.move(status)
+        live.set(finished_at=_utcnow(), result=result, error=error if status is not S.COMPLETED
+                 else None)  # fmt: skip
+        self.counters["completed" if status is S.COMPLETED else "failed"] += 1
+        self._changed.append(live)
+        self._dependency_finished(live.id, status)
+        if self.shards > 1:
+            self._spawn(self._tell_other_shards(live.id, status))
+
+    def _dependency_finished(self, task_id: UUID, status: TaskStatus) -> None:
+        for dependent_id in self._dependents.pop(task_id, set()):
+            dependent = self.tasks.get(dependent_id)
+            if dependent is None or dependent.record.status is not S.PENDING:
+                continue
+            if status is not S.COMPLETED:
+                self._fail(dependent, _dependency_error(task_id, status))
+                continue
+            dependent.waiting_on.discard(task_id)
+            if not dependent.waiting_on:
+                dependent.move(S.QUEUED)
+                self._enqueue(dependent)
+                self._changed.append(dependent)
+
+    async def dependency_done(self, task_id: str, status: str) -> None:
+        """Another shard's task ended: release or fail this shard's dependents."""
+        self._dependency_finished(UUID(task_id), S(status))
+        await self._flush_changes()
+
+    async def _tell_other_shards(self, task_id: UUID, status: TaskStatus) -> None:
+        for shard in range(self.shards):
+            if shard != self.shard:
+                with contextlib.suppress(ValueError, RayError):
+                    other = ray.get_actor(task_manager_name(shard), namespace=self.namespace)
+                    await other.dependency_done.remote(str(task_id), status.value)
+
+    async def _flush_changes(self) -> None:
+        changed, self._changed = self._changed, []
+        if not changed:
+            return
+        await self._commit([t.row() for t in changed], self._terminal_events(changed))
+        for live in changed:
+            if live.record.status.is_terminal:
+                self._forget(live)
+
+    def _terminal_events(self, changed: list[_Task]) -> list[Event]:
+        return [
+            TaskResult(
+                task_id=t.id,
+                status=t.record.status,
+                attempt=t.record.attempt,
+                agent_id=t.record.assigned_to,
+                result=t.record.result,
+                error=t.record.error,
+            )
+            for t in changed
+            if t.record.status.is_terminal
+        ]
+
+    def _forget(self, live: _Task) -> None:
+        """A finished task leaves memory; its waiters get the final view."""
+        self.tasks.pop(live.id, None)
+        view = self._view(live.id, live.record)
+        for future in self._waiters.pop(live.id, []):
+            if not future.done():
+                future.set_result(view)
+
+    # ---- cancel, deadlines, delayed retries -----------------------------------------------
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task that has not ended; a running handler is cancelled in its agent."""
+        tid = UUID(task_id)
+        live = self.tasks.get(tid)
+        if live is None:
+            return await self.get(task_id)
+        await self._end_early(live, S.CANCELLED, "cancelled on request")
+        return self._view(tid, live.record)
+
+    async def _end_early(self, live: _Task, status: TaskStatus, reason: str) -> None:
+        agent = self.registry.get(live.record.assigned_to or "")
+        if live.record.status in (S.ASSIGNED, S.RUNNING) and agent is not None:
+            agent.handle.cancel.remote(str(live.id))
+        error_type = "Cancelled" if status is S.CANCELLED else "DeadlineExceeded"
+        if not TASK_TRANSITIONS.can(live.record.status, status):
+            status = S.FAILED  # e.g. a pending task past its deadline
+        self._finish(live, status, error={"category": "logical", "type": error_type,
+                                          "reason": reason})  # fmt: skip
+        await self._flush_changes()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, task_id = heapq.heappop(self._delayed)
+                live = self.tasks.get(task_id)
+                if live is not None and live.record.status is S.QUEUED:
+                    self._enqueue(live)
+            wall = _utcnow()
+            while self._deadlines and self._deadlines[0][0] <= wall:
+                _, task_id = heapq.heappop(self._deadlines)
+                live = self.tasks.get(task_id)
+                if live is not None and not live.record.status.is_terminal:
+                    await self._end_early(live, S.TIMED_OUT, "deadline passed")
+
+    # ---- agents --------------------------------------------------------------------------
+
+    async def register_agent(
+        self, agent_id: str, capabilities: list[str], handle: Any, capacity: int = 1
+    ) -> None:
+        """Called by an agent host each time it starts (so restarts re-register)."""
+        self.registry.register(agent_id, capabilities, handle, capacity)
+        self._wake.set()
+
+    async def agent_down(self, agent_id: str) -> None:
+        """A supervisor saw the agent die or hang: stop giving it work."""
+        self.registry.remove(agent_id)
+
+    async def _discover_agents_periodically(self, every_s: float = 5.0) -> None:
+        """Find live agents through the supervision tree (after a restart of this shard)."""
+        while True:
+            with contextlib.suppress(Exception):
+                await self._discover_agents()
+            await asyncio.sleep(every_s)
+
+    async def _discover_agents(self) -> None:
+        try:
+            agents_sup = ray.get_actor("sup:agents", namespace=self.namespace)
+        except ValueError:
+            return
+        for pool in await agents_sup.which_children.remote():
+            pool_handle = await agents_sup.child_handle.remote(pool["id"])
+            if pool_handle is None:
+                continue
+            for member in await pool_handle.which_children.remote():
+                if member["state"] != "running" or member["id"] in self.registry:
+                    continue
+                handle = await pool_handle.child_handle.remote(member["id"])
+                if handle is not None:
+                    info = await handle.describe.remote()
+                    self.registry.register(member["id"], info["capabilities"], handle)
+        self._wake.set()
+
+    # ---- reading --------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        tid = UUID(task_id)
+        live = self.tasks.get(tid)
+        if live is not None:
+            return self._view(tid, live.record)
+        record = await task_store.get(self.pool, tid)
+        if record is None:
+            raise NotFound(f"no task {task_id}")
+        return record.model_dump(mode="json")
+
+    async def wait(self, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """The task once it has ended; TimeoutError if it has not within `timeout_s`."""
+        tid = UUID(task_id)
+        if tid not in self.tasks:
+            return await self.get(task_id)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(tid, []).append(future)
+        return await asyncio.wait_for(future, timeout_s)
+
+    async def list_tasks(
+        self,
+        status: str | None = None,
+        capability: str | None = None,
+        limit: int = 50,
+        after: tuple[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Tasks of every shard from the record, oldest first, `after` a (created_at, id)."""
+        cursor = (datetime.fromisoformat(after[0]), UUID(after[1])) if after else None
+        found = await task_store.list_tasks(
+            self.pool, status=status, capability=capability, limit=limit, after=cursor
+        )
+        return [t.model_dump(mode="json") for t in found]
+
+    def _view(self, task_id: UUID, record: Task | _Task) -> dict[str, Any]:
+        record = record.record if isinstance(record, _Task) else record
+        return record.model_dump(mode="json")
+
+    async def statistics(self) -> dict[str, Any]:
+        by_status: dict[str, int] = {}
+        for live in self.tasks.values():
+            by_status[live.record.status.value] = by_status.get(live.record.status.value, 0) + 1
+        return {
+            "shard": self.shard,
+            "active": by_status,
+            "agents": len(self.registry),
+            "commits": self.committer.transactions,
+            **self.counters,
+        }
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    async def _commit(self, rows: list[tuple[Any, ...]], events: list[Event] | None = None) -> None:
+        await self.committer.write(rows, events or [])
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+
+def _failure(category: str, kind: str, reason: str) -> dict[str, Any]:
+    return {"status": "failed", "error": {"category": category, "type": kind, "reason": reason}}
+
+
+def _dependency_error(dep: UUID, status: TaskStatus) -> dict[str, Any]:
+    return {
+        "category": "logical",
+        "type": "DependencyFailed",
+        "reason": f"dependency {dep} ended {status.value}",
+    }
