@@ -67,6 +67,7 @@ from runtime.models.events import (
 from runtime.models.records import AgentRecord
 from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
+from runtime.store import outbox
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, CONTROL_GROUP, Supervised
 
@@ -81,6 +82,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CRASH_REASON = "restarted after crash"
+IDLE_LINGER_S = 0.05
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -201,6 +203,7 @@ class AgentHost(Supervised):
         self._queued: set[str] = set()
         self._cancel_requested: set[str] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._idle_later: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -271,13 +274,15 @@ class AgentHost(Supervised):
                 tm = ray.get_actor(f"tm:{shard}", namespace=self.namespace)
             except ValueError:
                 continue
-            tm.register_agent.remote(self.child_id, list(self._capabilities), me)
+            prefetch = self.agent.prefetch if self.agent is not None else 1
+            tm.register_agent.remote(self.child_id, list(self._capabilities), me, prefetch)
 
     async def on_stop(self) -> None:
         self._stopping = True
         try:
-            if self._heartbeat is not None:
-                self._heartbeat.cancel()
+            for background in (self._heartbeat, self._idle_later):
+                if background is not None:
+                    background.cancel()
             with self._book:
                 handlers = list(self._running.values())
                 self._cancel_requested.update(self._queued)
@@ -315,7 +320,8 @@ class AgentHost(Supervised):
                 if refusal is not None:
                     return _failed(refusal)
                 try:
-                    await self._transition(AgentState.BUSY, f"task {task_id}")
+                    if self._lifecycle.state is not AgentState.BUSY:  # busy through a burst
+                        await self._transition(AgentState.BUSY, f"task {task_id}")
                 except (*_DB_ERRORS, Conflict) as exc:
                     return _failed(TransientError(f"cannot record the agent busy: {exc!r}"))
                 return await self._run_handler(task_id, task)
@@ -345,6 +351,7 @@ class AgentHost(Supervised):
             "supervisor_id": self.supervisor_id or None,
             "state": self._lifecycle.state.value,
             "capabilities": list(self._capabilities),
+            "prefetch": self.agent.prefetch if self.agent is not None else 1,
             "agent_class": self.agent_class,
             "template": self.template,
             "pid": os.getpid(),
@@ -464,7 +471,7 @@ class AgentHost(Supervised):
         state = self._lifecycle.state
         if self._stopping:
             return FatalError(f"agent {self.child_id} is stopping")
-        if not self._ready or state is not AgentState.IDLE:
+        if not self._ready or state not in (AgentState.IDLE, AgentState.BUSY):
             return FatalError(f"agent {self.child_id or '(unstarted)'} is {state}, not idle")
         return None
 
@@ -509,12 +516,40 @@ class AgentHost(Supervised):
             if category == "fatal":
                 next_state, reason = AgentState.ERROR, f"fatal failure: {error!r}"[:500]
         try:
-            await self._transition(next_state, reason, events, keep_on_failure=True)
+            if next_state is AgentState.IDLE:  # busy until the work stops coming
+                await self._record_events(events)
+                self._idle_soon()
+            else:
+                await self._transition(next_state, reason, events, keep_on_failure=True)
         except (*_DB_ERRORS, Conflict) as exc:  # the work is done: never lose its outcome
             ctx.log.warning("could not record %s after task %s: %r", next_state, task_id, exc)
         if next_state is AgentState.ERROR:
             self.exit_child("fatal", reason)
         return outcome
+
+    def _idle_soon(self) -> None:
+        """Record `idle` once no task has come for IDLE_LINGER_S: under a stream of tasks
+        the agent stays `busy`, instead of writing busy/idle twice per task."""
+        if self._idle_later is None or self._idle_later.done():
+            self._idle_later = asyncio.get_running_loop().create_task(self._idle_after_linger())
+
+    async def _idle_after_linger(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_LINGER_S)
+            async with self._task_lock:
+                with self._book:
+                    if self._queued or self._running:
+                        continue
+                if self._lifecycle.state is AgentState.BUSY and not self._stopping:
+                    with contextlib.suppress(*_DB_ERRORS, Conflict):
+                        await self._transition(AgentState.IDLE, "no more work")
+                return
+
+    async def _record_events(self, events: list[Event]) -> None:
+        if events:
+            assert self._pool is not None
+            async with self._pool.acquire() as conn, conn.transaction():
+                await outbox.add(conn, events)
 
     # ---- internals: heartbeat and connections --------------------------------------------
 

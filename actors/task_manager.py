@@ -542,7 +542,9 @@ class TaskManager(Supervised):
                 handle = await pool_handle.child_handle.remote(member["id"])
                 if handle is not None:
                     info = await handle.describe.remote()
-                    self.registry.register(member["id"], info["capabilities"], handle)
+                    self.registry.register(
+                        member["id"], info["capabilities"], handle, info.get("prefetch", 1)
+                    )
         self._wake.set()
 
     # ---- reading --------------------------------------------------------------------------

@@ -237,12 +237,12 @@ async def test_bad_submission_changes_nothing(system, system_pool) -> None:
 
 
 async def test_task_manager_killed_under_load_loses_nothing(system, system_pool) -> None:
-    client, root = await system(agents=2)
+    client, _root = await system(agents=2)
     submitted = await client.submit_many(
         [
             {"title": f"t{i}", "required_capabilities": ["echo"], "parameters": {"sleep_s": 0.02}}
             for i in range(200)
-        ]  # fmt: skip
+        ]
     )
     ids = [t["id"] for t in submitted]
     await wait_for(lambda: _some_completed(system_pool, ids, 20), timeout_s=60)
