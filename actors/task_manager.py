@@ -228,7 +228,10 @@ class TaskManager(Supervised):
         rows = await self.pool.fetch(
             "SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])", list(wanted)
         )
-        return {r["id"]: S(r["status"]) for r in rows}
+        statuses = {r["id"]: S(r["status"]) for r in rows}
+        # memory is ahead of the database for tasks this shard holds (commits are batched)
+        statuses.update({d: self.tasks[d].record.status for d in wanted if d in self.tasks})
+        return statuses
 
     async def _resolve_dependencies(self, pending: list[_Task]) -> None:
         """Queue the pending tasks whose dependencies all completed; fail those with a

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
@@ -155,8 +155,10 @@ async def test_logical_error_fails_at_once_with_its_reason(system) -> None:
 
 async def test_failed_dependency_fails_its_dependents(system) -> None:
     client, _ = await system()
-    parent = await client.submit(title="parent", required_capabilities=["echo"],
-                                 parameters={"fail": "logical"})  # fmt: skip
+    parent = await client.submit(
+        title="parent", required_capabilities=["echo"],
+        parameters={"sleep_s": 0.5, "fail": "logical"},
+    )  # fmt: skip
     child = await client.submit(title="child", required_capabilities=["echo"],
                                 dependencies=[parent["id"]])  # fmt: skip
     assert child["status"] == "pending"
@@ -168,12 +170,19 @@ async def test_failed_dependency_fails_its_dependents(system) -> None:
 
 async def test_dependency_order_and_priority_order_hold(system, system_pool) -> None:
     client, _ = await system(agents=1)
-    blocker = await client.submit(title="blocker", required_capabilities=["echo"],
-                                  parameters={"sleep_s": 1.0})  # fmt: skip
-    low = await client.submit(title="low", required_capabilities=["echo"], priority=1)
-    high = await client.submit(title="high", required_capabilities=["echo"], priority=9)
-    after = await client.submit(title="after-low", required_capabilities=["echo"],
-                                priority=9, dependencies=[low["id"]])  # fmt: skip
+    blocker = await client.submit(
+        title="blocker", required_capabilities=["echo"], parameters={"sleep_s": 1.0}
+    )
+    await wait_for(lambda: _status_is(client, blocker["id"], "running"), timeout_s=30)
+    low_id = str(uuid4())
+    low, high, after = await client.submit_many(
+        [
+            {"id": low_id, "title": "low", "required_capabilities": ["echo"], "priority": 1},
+            {"title": "high", "required_capabilities": ["echo"], "priority": 9},
+            {"title": "after-low", "required_capabilities": ["echo"], "priority": 9,
+             "dependencies": [low_id]},
+        ]
+    )  # fmt: skip
     for task in (blocker, low, high, after):
         assert (await client.wait(task["id"], timeout_s=60))["status"] == "completed"
     rows = await system_pool.fetch(
