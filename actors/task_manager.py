@@ -196,7 +196,7 @@ class TaskManager(Supervised):
         stored = await task_store.insert_many(self.pool, records)
         new = [self._adopt(task) for task, created in stored if created]
         await self._resolve_dependencies(new)
-        views = [self._view(task.id, self.tasks.get(task.id) or task) for task, _ in stored]
+        views = [self._view(self.tasks.get(task.id) or task) for task, _ in stored]
         await self._flush_changes()
         self._wake.set()
         return views
@@ -467,7 +467,7 @@ class TaskManager(Supervised):
     def _forget(self, live: _Task) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         self.tasks.pop(live.id, None)
-        view = self._view(live.id, live.record)
+        view = self._view(live.record)
         for future in self._waiters.pop(live.id, []):
             if not future.done():
                 future.set_result(view)
@@ -481,7 +481,7 @@ class TaskManager(Supervised):
         if live is None:
             return await self.get(task_id)
         await self._end_early(live, S.CANCELLED, "cancelled on request")
-        return self._view(tid, live.record)
+        return self._view(live.record)
 
     async def _end_early(self, live: _Task, status: TaskStatus, reason: str) -> None:
         agent = self.registry.get(live.record.assigned_to or "")
@@ -556,7 +556,7 @@ class TaskManager(Supervised):
         tid = UUID(task_id)
         live = self.tasks.get(tid)
         if live is not None:
-            return self._view(tid, live.record)
+            return self._view(live.record)
         record = await task_store.get(self.pool, tid)
         if record is None:
             raise NotFound(f"no task {task_id}")
@@ -585,7 +585,8 @@ class TaskManager(Supervised):
         )
         return [t.model_dump(mode="json") for t in found]
 
-    def _view(self, task_id: UUID, record: Task | _Task) -> dict[str, Any]:
+    @staticmethod
+    def _view(record: Task | _Task) -> dict[str, Any]:
         record = record.record if isinstance(record, _Task) else record
         return record.model_dump(mode="json")
 

@@ -146,7 +146,7 @@ class Supervisor(Supervised):
         if settings.database_dsn is None:
             raise RuntimeError("RAYVISOR_DATABASE_URL is not set in this worker")
         self._pool = await create_pool(settings.database_dsn, min_size=1, max_size=2)
-        self._spawn(self._write_events())
+        self._writer = asyncio.get_running_loop().create_task(self._write_events())
         self.state = "starting"
         for spec in await self._initial_children():
             self.children.append(self._new_child(spec))
@@ -273,7 +273,7 @@ class Supervisor(Supervised):
 
     async def _stop_all(self, reason: str) -> None:
         for task in list(self._background):
-            if task is not asyncio.current_task() and task.get_coro().__name__ != "_write_events":
+            if task is not asyncio.current_task():
                 task.cancel()
         for spare in self._spares:
             _kill(spare)
