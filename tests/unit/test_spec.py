@@ -324,7 +324,10 @@ def test_pool_list_builds_root_core_agents() -> None:
 
     core = only_child(root, "core").supervisor
     assert core is not None
-    assert [(c.id, c.actor) for c in core.children] == [("relay", "actors.relay:OutboxRelayActor")]
+    assert [(c.id, c.actor, c.actor_name) for c in core.children] == [
+        ("tm-0", "actors.task_manager:TaskManager", "tm:0"),
+        ("relay", "actors.relay:OutboxRelayActor", "relay"),
+    ]
 
     agents = only_child(root, "agents").supervisor
     assert agents is not None
@@ -355,11 +358,15 @@ def test_pool_list_builds_root_core_agents() -> None:
     assert writer.template.params == {}
 
 
-def test_tree_without_relay_has_an_empty_core() -> None:
-    root = build_root_spec(TreeSpec(relay=False), load_settings())
+def test_tree_without_relay_has_only_the_task_managers_in_core() -> None:
+    root = build_root_spec(TreeSpec(relay=False), load_settings(task_shards=2))
     core = only_child(root, "core").supervisor
     agents = only_child(root, "agents").supervisor
-    assert core is not None and core.children == []
+    assert core is not None
+    assert [(c.id, c.kwargs) for c in core.children] == [
+        ("tm-0", {"shard": 0, "shards": 2}),
+        ("tm-1", {"shard": 1, "shards": 2}),
+    ]
     assert agents is not None and agents.children == []
 
 
