@@ -323,8 +323,9 @@ def _demo_tasks(settings: Settings, agents_sup: Any, count: int) -> None:
     victim = ray.get(echo_pool.which_children.remote())[0]
 
     async def run() -> list[dict[str, Any]]:
-        body = {"title": "echo", "required_capabilities": ["echo"], "parameters": {"sleep_s": 0.05}}
-        submitted = await client.submit_many([body] * count)
+        echo = {"title": "echo", "required_capabilities": ["echo"], "parameters": {"sleep_s": 0.05}}
+        tally = {"title": "count", "required_capabilities": ["count"]}  # durable agent state
+        submitted = await client.submit_many([echo] * (count - 10) + [tally] * 10)
         done: list[dict[str, Any]] = []
         with Progress(console=console) as progress:
             bar = progress.add_task(f"{count} tasks; one agent is killed midway", total=count)
@@ -366,7 +367,7 @@ def _wait_replacement(root_pool: Any, child_id: str, old_pid: int) -> tuple[Any,
 
 @app.command()
 def demo(
-    tasks: Annotated[int, typer.Option(min=3, max=10_000, help="Tasks to run.")] = 60,
+    tasks: Annotated[int, typer.Option(min=20, max=10_000, help="Tasks to run.")] = 60,
 ) -> None:
     """Start everything, run tasks on supervised agents, kill them, watch them come back."""
     import ray
