@@ -365,7 +365,12 @@ async def test_rayvisor_tree_prints_the_live_tree(tree) -> None:
             [{"id": "inner", "supervisor": supervisor_spec("inner", "one_for_one", [worker("x")])}],
         )
     )
-    env = {**os.environ, "RAYVISOR_NAMESPACE": tree.namespaces[-1], "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "RAYVISOR_NAMESPACE": tree.namespaces[-1],
+        "RAYVISOR_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "COLUMNS": "200",
+    }
     result = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runtime.cli", "tree", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
