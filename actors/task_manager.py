@@ -577,12 +577,14 @@ class TaskManager(Supervised):
         capability: str | None = None,
         limit: int = 50,
         after: tuple[str, str] | None = None,
+        newest_first: bool = False,
     ) -> list[dict[str, Any]]:
         """Tasks of every shard from the record, oldest first, `after` a (created_at, id)."""
         cursor = (datetime.fromisoformat(after[0]), UUID(after[1])) if after else None
         found = await task_store.list_tasks(
-            self.pool, status=status, capability=capability, limit=limit, after=cursor
-        )
+            self.pool, status=status, capability=capability, limit=limit, after=cursor,
+            newest_first=newest_first,
+        )  # fmt: skip
         return [t.model_dump(mode="json") for t in found]
 
     @staticmethod

@@ -69,8 +69,9 @@ class TaskClient:
         capability: str | None = None,
         limit: int = 50,
         after: tuple[str, str] | None = None,
+        newest_first: bool = False,
     ) -> list[dict[str, Any]]:
-        return await self._tm(0).list_tasks.remote(status, capability, limit, after)
+        return await self._tm(0).list_tasks.remote(status, capability, limit, after, newest_first)
 
     async def statistics(self) -> list[dict[str, Any]]:
         return await asyncio.gather(*(self._tm(s).statistics.remote() for s in range(self.shards)))

@@ -147,7 +147,7 @@ def tasks(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     address: Annotated[str | None, typer.Option(help="Ray address (default: auto).")] = None,
 ) -> None:
-    """List tasks, oldest first."""
+    """List the latest tasks, newest first."""
     if status is not None and status not in {s.value for s in TaskStatus}:
         raise typer.BadParameter(
             f"must be one of {', '.join(s.value for s in TaskStatus)}", param_hint="--status"
@@ -155,8 +155,8 @@ def tasks(
     settings = settings_or_exit()
     connect_ray(settings, address)
     client = TaskClient(settings.namespace, settings.task_shards)
-    found = _task_call(lambda: client.list(status, capability, limit))
-    console.print(_task_table(found, f"tasks ({len(found)})"))
+    found = _task_call(lambda: client.list(status, capability, limit, newest_first=True))
+    console.print(_task_table(found, f"latest tasks ({len(found)})"))
 
 
 DEMO_TREE = {

@@ -130,8 +130,10 @@ async def list_tasks(
     project_id: UUID | None = None,
     limit: int = 50,
     after: tuple[datetime, UUID] | None = None,
+    newest_first: bool = False,
 ) -> list[Task]:
-    """One page, oldest first; pass the last item's `(created_at, id)` as `after` for the next.
+    """One page, oldest first (or newest first); pass the last item's `(created_at, id)` as
+    `after` for the next.
 
     `capability` keeps tasks that require it (among others).
     """
@@ -147,12 +149,14 @@ async def list_tasks(
         where.append(f"project_id = ${len(args)}")
     if after is not None:
         args.extend(after)
-        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
+        beyond = "<" if newest_first else ">"
+        where.append(f"(created_at, id) {beyond} (${len(args) - 1}, ${len(args)})")
     args.append(limit)
+    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
     rows = await conn.fetch(
         "SELECT * FROM tasks"
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY created_at, id LIMIT ${len(args)}",
+        + f" ORDER BY {order} LIMIT ${len(args)}",
         *args,
     )
     return [Task.from_row(row) for row in rows]

@@ -72,6 +72,15 @@ async def test_keyset_pages_visit_every_row_once_in_order(pool: asyncpg.Pool) ->
         after = (page[-1].created_at, page[-1].id)
     assert [t.id for t in seen] == [t.id for t in sorted(batch, key=lambda t: (t.created_at, t.id))]
 
+    newest: list[Task] = []
+    after = None
+    while page := await tasks.list_tasks(
+        pool, project_id=project_id, limit=4, after=after, newest_first=True
+    ):
+        newest.extend(page)
+        after = (page[-1].created_at, page[-1].id)
+    assert [t.id for t in newest] == [t.id for t in reversed(seen)]
+
 
 async def test_list_filters_by_status_and_capability(pool: asyncpg.Pool) -> None:
     project_id = await new_project(pool)
