@@ -98,16 +98,6 @@ async def bus(services: Services) -> AsyncIterator[Bus]:
         await bus.close()
 
 
-@pytest.fixture
-def settings_env(services: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
-    """Point rayvisor settings at the session's services."""
-    monkeypatch.setenv("RAYVISOR_DATABASE_URL", services.database_url)
-    monkeypatch.setenv("RAYVISOR_NATS_URL", services.nats_url)
-    monkeypatch.setenv("RAYVISOR_HOME", str(services.home))
-    load_settings()  # fails loudly if the URLs are not valid settings
-    return services
-
-
 @pytest.fixture(scope="session")
 def ray_session(services: Services) -> Iterator[None]:
     """One local Ray on loopback for the whole session, with a small CPU count.
