@@ -203,7 +203,12 @@ async def test_breaker_opens_half_opens_and_closes(tree, system_pool) -> None:
     await wait_for(lambda: _state(root, "flaky", "circuit_open"), timeout_s=10)
     assert (await children_of(root))["flaky"]["breaker"] == "open"
     # after reset_timeout_s: half-open, one probe start, a healthy heartbeat closes it
-    events = await wait_for(lambda: _has(system_pool, sup_id, "circuit_closed", "flaky"))
+    try:
+        events = await wait_for(
+            lambda: _has(system_pool, sup_id, "circuit_closed", "flaky"), timeout_s=60
+        )
+    except AssertionError as exc:  # say what did happen
+        raise AssertionError(f"{exc}; events: {await events_of(system_pool, sup_id)}") from None
     kinds = [e[0] for e in events if e[1] == "flaky"]
     opened = kinds.index("circuit_opened")
     assert kinds[opened:] == ["circuit_opened", "circuit_half_open", "child_started", "restarted",
