@@ -402,6 +402,9 @@ class Supervisor(Supervised):
 
     async def _half_open_later(self, child: _Child, delay: float) -> None:
         await asyncio.sleep(delay)
+        # a timer may fire a hair early; never leave a circuit open with nothing scheduled
+        while child.breaker.state_at(time.monotonic()) is CircuitState.OPEN:
+            await asyncio.sleep(max(0.001, (child.breaker.retry_at or 0) - time.monotonic()))
         async with self._lock:
             if self.state != "running" or child not in self.children:
                 return
