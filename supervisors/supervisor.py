@@ -252,7 +252,7 @@ class Supervisor(Supervised):
         try:
             await self._start(child)
             return True
-        except (RayError, Exception) as exc:
+        except Exception as exc:
             _log.warning("%s: starting %s failed: %r", self.spec.id, child.spec.id, exc)
             await self._child_exited(child, f"start failed: {exc!r}"[:500], abnormal=True)
             return False
@@ -266,7 +266,7 @@ class Supervisor(Supervised):
         handle = child.retire()
         try:
             await asyncio.wait_for(handle.rv_stop.remote(), child.spec.shutdown_s)
-        except (TimeoutError, RayError, Exception) as exc:
+        except Exception as exc:
             _log.info("%s: %s did not stop gracefully: %r", self.spec.id, child.spec.id, exc)
         _kill(handle)
         child.state = ChildState.STOPPED
@@ -458,7 +458,7 @@ class Supervisor(Supervised):
             try:
                 spare = await self._create(template, None)
                 await spare.rv_warm.remote()
-            except (RayError, Exception) as exc:
+            except Exception as exc:
                 _log.warning("%s: a standby spare failed to start: %r", self.spec.id, exc)
                 await asyncio.sleep(1)
                 continue
