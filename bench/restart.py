@@ -127,7 +127,7 @@ def measure_supervised(namespace: str, standby: int, kills: int) -> list[float]:
     return times
 
 
-def measure_hangs(database_url: str, namespace: str, hangs: int) -> tuple[float, float]:
+def measure_hangs(namespace: str, hangs: int) -> tuple[float, float]:
     heartbeat = {"interval_s": 0.5, "timeout_s": 1.0, "misses": 3}
     bound_ms = (heartbeat["misses"] + 1) * heartbeat["interval_s"] * 1000
     sup_id = f"bench-hang-{namespace}"
@@ -195,7 +195,7 @@ def main() -> None:
         native = measure_native(urls.database_url, "native-1", args.kills)
         plain = measure_supervised("plain", 0, args.kills)
         standby = measure_supervised("standby", 1, args.kills)
-        hang_max, hang_bound = measure_hangs(urls.database_url, "hang", args.hangs)
+        hang_max, hang_bound = measure_hangs("hang", args.hangs)
         ray.shutdown()
     finally:
         stop_services(settings)

@@ -36,7 +36,6 @@ __all__ = [
     "HeartbeatSettings",
     "Settings",
     "SupervisionSettings",
-    "env_for",
     "format_validation_error",
     "load_settings",
 ]
@@ -189,13 +188,3 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         source = str(_config_file_path() or "configuration")
         raise ConfigError(format_validation_error(exc, source)) from None
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    """The variables that make a child process (a Ray worker) see the same settings."""
-    env: dict[str, str] = {"RAYVISOR_HOME": str(settings.home)}
-    if settings.database_url:
-        env["RAYVISOR_DATABASE_URL"] = str(settings.database_url)
-    if settings.nats_url:
-        env["RAYVISOR_NATS_URL"] = str(settings.nats_url)
-    return env

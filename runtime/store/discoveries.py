@@ -17,8 +17,7 @@ from uuid import UUID
 
 from runtime.models.events import Event
 from runtime.models.records import Discovery
-from runtime.store import outbox
-from runtime.store._tx import Conn, atomic
+from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
 __all__ = ["add", "get", "list_discoveries"]
 
@@ -48,12 +47,7 @@ async def add(conn: Conn, discovery: Discovery, events: Sequence[Event] = ()) ->
         f" RETURNING {_SELECT}"
     )
     args = [getattr(discovery, column) for column in _COLUMNS]
-    if not events:
-        return Discovery.from_row(await conn.fetchrow(sql, *args))
-    async with atomic(conn) as tx:
-        row = await tx.fetchrow(sql, *args)
-        await outbox.add(tx, events)
-    return Discovery.from_row(row)
+    return Discovery.from_row(await fetchrow_with_events(conn, sql, args, events))
 
 
 async def get(conn: Conn, id: UUID) -> Discovery | None:
@@ -73,24 +67,12 @@ async def list_discoveries(
 
     `types` keeps discoveries of any of those types; `min_confidence` those at least that sure.
     """
-    where, args = [], []
-    if types is not None:
-        args.append(list(types))
-        where.append(f"type = ANY(${len(args)}::text[])")
-    if min_confidence is not None:
-        args.append(min_confidence)
-        where.append(f"confidence >= ${len(args)}::real")
-    if agent_id is not None:
-        args.append(agent_id)
-        where.append(f"agent_id = ${len(args)}")
-    if after is not None:
-        args.extend(after)
-        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
-    rows = await conn.fetch(
-        f"SELECT {_SELECT} FROM discoveries"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY created_at, id LIMIT ${len(args)}",
-        *args,
+    filters = [
+        ("type = ANY({}::text[])", list(types) if types is not None else None),
+        ("confidence >= {}::real", min_confidence),
+        ("agent_id = {}", agent_id),
+    ]
+    rows = await fetch_page(
+        conn, f"SELECT {_SELECT} FROM discoveries", filters, limit=limit, after=after
     )
     return [Discovery.from_row(row) for row in rows]

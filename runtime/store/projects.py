@@ -16,8 +16,7 @@ from uuid import UUID
 from runtime.models.enums import ProjectStatus
 from runtime.models.events import Event
 from runtime.models.records import Project
-from runtime.store import outbox
-from runtime.store._tx import Conn, atomic
+from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
 __all__ = ["create", "get", "list_projects", "set_status"]
 
@@ -57,20 +56,8 @@ async def list_projects(
     after: tuple[datetime, UUID] | None = None,
 ) -> list[Project]:
     """One page, oldest first; pass the last item's `(created_at, id)` as `after` for the next."""
-    where, args = [], []
-    if status is not None:
-        args.append(ProjectStatus(status))
-        where.append(f"status = ${len(args)}")
-    if after is not None:
-        args.extend(after)
-        where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
-    rows = await conn.fetch(
-        "SELECT * FROM projects"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY created_at, id LIMIT ${len(args)}",
-        *args,
-    )
+    filters = [("status = {}", ProjectStatus(status) if status is not None else None)]
+    rows = await fetch_page(conn, "SELECT * FROM projects", filters, limit=limit, after=after)
     return [Project.from_row(row) for row in rows]
 
 
@@ -96,12 +83,5 @@ async def set_status(
          WHERE id = $1
      RETURNING *"""
     args = (id, status, result, status in _FINISHED)
-    if not events:
-        row = await conn.fetchrow(sql, *args)
-        return Project.from_row(row) if row else None
-    async with atomic(conn) as tx:
-        row = await tx.fetchrow(sql, *args)
-        if row is None:
-            return None
-        await outbox.add(tx, events)
-    return Project.from_row(row)
+    row = await fetchrow_with_events(conn, sql, args, events)
+    return Project.from_row(row) if row else None

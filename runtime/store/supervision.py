@@ -16,8 +16,7 @@ from typing import Any
 from runtime.models.enums import SupervisorEventKind
 from runtime.models.events import Event
 from runtime.models.records import SupervisorEvent
-from runtime.store import outbox
-from runtime.store._tx import Conn, atomic
+from runtime.store._tx import Conn, fetchrow_with_events
 
 __all__ = ["children", "list_events", "record_event", "remove_child", "save_child"]
 
@@ -37,12 +36,7 @@ async def record_event(
         " VALUES ($1, $2, $3, $4, $5) RETURNING *"
     )
     args = (supervisor_id, child_id, SupervisorEventKind(kind), reason, dict(detail or {}))
-    if not events:
-        return SupervisorEvent.from_row(await conn.fetchrow(sql, *args))
-    async with atomic(conn) as tx:
-        row = await tx.fetchrow(sql, *args)
-        await outbox.add(tx, events)
-    return SupervisorEvent.from_row(row)
+    return SupervisorEvent.from_row(await fetchrow_with_events(conn, sql, args, events))
 
 
 async def list_events(

@@ -23,8 +23,7 @@ from uuid import UUID
 from runtime.models.enums import TaskStatus
 from runtime.models.events import Event
 from runtime.models.records import Task
-from runtime.store import outbox
-from runtime.store._tx import Conn, atomic
+from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
 __all__ = [
     "COLUMNS",
@@ -137,27 +136,13 @@ async def list_tasks(
 
     `capability` keeps tasks that require it (among others).
     """
-    where, args = [], []
-    if status is not None:
-        args.append(TaskStatus(status))
-        where.append(f"status = ${len(args)}")
-    if capability is not None:
-        args.append(capability)
-        where.append(f"required_capabilities @> ARRAY[${len(args)}]::text[]")
-    if project_id is not None:
-        args.append(project_id)
-        where.append(f"project_id = ${len(args)}")
-    if after is not None:
-        args.extend(after)
-        beyond = "<" if newest_first else ">"
-        where.append(f"(created_at, id) {beyond} (${len(args) - 1}, ${len(args)})")
-    args.append(limit)
-    order = "created_at DESC, id DESC" if newest_first else "created_at, id"
-    rows = await conn.fetch(
-        "SELECT * FROM tasks"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + f" ORDER BY {order} LIMIT ${len(args)}",
-        *args,
+    filters = [
+        ("status = {}", TaskStatus(status) if status is not None else None),
+        ("required_capabilities @> ARRAY[{}]::text[]", capability),
+        ("project_id = {}", project_id),
+    ]
+    rows = await fetch_page(
+        conn, "SELECT * FROM tasks", filters, limit=limit, after=after, newest_first=newest_first
     )
     return [Task.from_row(row) for row in rows]
 
@@ -224,12 +209,5 @@ async def update(
         args.append(expect_attempt)
         sql += f" AND attempt = ${len(args)}"
     sql += " RETURNING *"
-    if not events:
-        row = await conn.fetchrow(sql, *args)
-        return Task.from_row(row) if row else None
-    async with atomic(conn) as tx:
-        row = await tx.fetchrow(sql, *args)
-        if row is None:
-            return None
-        await outbox.add(tx, events)
-    return Task.from_row(row)
+    row = await fetchrow_with_events(conn, sql, args, events)
+    return Task.from_row(row) if row else None
