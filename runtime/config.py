@@ -34,6 +34,7 @@ from runtime.errors import ConfigError
 __all__ = [
     "CONFIG_FILE_ENV",
     "HeartbeatSettings",
+    "HttpSettings",
     "Settings",
     "SupervisionSettings",
     "format_validation_error",
@@ -79,6 +80,18 @@ class SupervisionSettings(_Section):
         return self
 
 
+class HttpSettings(_Section):
+    """The HTTP ingress (a Ray Serve deployment); see README "HTTP API" for why these."""
+
+    replicas: int = Field(1, ge=1, le=64)
+    max_ongoing_requests: int = Field(
+        2000, ge=1, le=100_000, description="Per replica; SSE streams hold one each."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    key_cache_s: float = Field(2.0, ge=0, le=300, description="How long a checked key is trusted.")
+    keep_alive_s: float = Field(15.0, gt=0, le=300, description="SSE keep-alive comment period.")
+
+
 class Settings(BaseSettings):
     """Everything a rayvisor process needs to find its services and behave."""
 
@@ -102,6 +115,8 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.rayvisor"), description="Data of the embedded services.")
     http_host: str = Field("127.0.0.1", min_length=1)
     http_port: int = Field(8000, ge=1, le=65535)
+    http: HttpSettings = HttpSettings()
+    api_key: str | None = Field(None, description="The key the CLI sends; else `home`/api_key.")
     batch_window_ms: float = Field(5.0, ge=0, le=10_000, description="Group-commit window.")
     task_shards: int = Field(1, ge=1, le=64, description="TaskManager shards (tm:0 ..).")
     stream_name: str = Field("RAYVISOR", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -121,6 +136,10 @@ class Settings(BaseSettings):
     @property
     def database_dsn(self) -> str | None:
         return str(self.database_url) if self.database_url else None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http_host}:{self.http_port}"
 
     @property
     def nats_servers(self) -> str | None:

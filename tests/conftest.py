@@ -124,11 +124,14 @@ def ray_session(services: Services) -> Iterator[None]:
 
 @pytest.fixture
 def ray_actors(ray_session: None) -> Iterator[None]:
-    """Kill the named actors a test left behind, so the next test starts clean."""
+    """Kill the named actors a test left behind, so the next test starts clean (Serve's
+    own actors, which a module's HTTP fixture owns, excepted)."""
     import ray
 
     yield
     for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == "serve":
+            continue
         with contextlib.suppress(ValueError):
             handle = ray.get_actor(actor["name"], namespace=actor["namespace"])
             ray.kill(handle, no_restart=True)

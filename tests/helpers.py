@@ -27,3 +27,25 @@ async def wait_for(
 def with_database(url: str, database: str) -> str:
     """The same server URL, naming another database."""
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def wait_until(
+    condition: Callable[[], object], *, timeout_s: float = 30, interval_s: float = 0.02
+) -> object:
+    """`wait_for` for synchronous code: poll until truthy, or fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -17,6 +17,7 @@ from runtime.models.enums import Scope
 
 __all__ = [
     "AgentSpawn",
+    "AgentSpawned",
     "ApiKeyCreate",
     "DiscoveryCreate",
     "Page",
@@ -68,16 +69,17 @@ class DiscoveryCreate(_Body):
 
 
 class AgentSpawn(_Body):
-    """`POST /api/v1/agents`: start an agent from a template, in that template's pool."""
+    """`POST /api/v1/agents`: one more agent in the pool that runs `template`."""
 
     template: TypeName
-    agent_id: AgentId | None = None
-    """Chosen by the pool supervisor when omitted."""
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    capabilities: list[Capability] = Field(default_factory=list, max_length=100)
-    """Specializations: capabilities on top of the template's."""
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of the template's parameters."""
+
+
+class AgentSpawned(BaseModel):
+    """The agent a spawn started: its id, and the pool supervisor that runs it."""
+
+    agent_id: AgentId
+    template: TypeName
+    supervisor_id: str
 
 
 class ApiKeyCreate(_Body):

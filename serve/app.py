@@ -1,0 +1,73 @@
+"""The HTTP ingress: a FastAPI app under `@serve.ingress` in one Serve deployment.
+
+`deploy(settings)` starts Serve on `http_host:http_port` and runs the app as `rayvisor`
+with `http.replicas` replicas, each allowed `http.max_ongoing_requests` at once: Serve's
+default of 5 would let five SSE streams block every other request. Each replica connects
+to PostgreSQL and NATS once, in its constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+
+from runtime.config import Settings
+from serve import problems
+from serve.limits import BodyLimit
+from serve.routes import agents, discoveries, events, health, metrics, supervisors, tasks
+from serve.system import System
+
+__all__ = ["APP_NAME", "Ingress", "build_app", "deploy", "undeploy"]
+
+APP_NAME = "rayvisor"
+
+
+def build_app(settings: Settings, system: System | None = None) -> FastAPI:
+    """The FastAPI app; its routes find the replica's connections in `app.state.system`."""
+    app = FastAPI(
+        title="rayvisor",
+        version="1.0",
+        description="Tasks, agents, supervision trees, discoveries and events of a rayvisor "
+        "system. Every route but `/healthz` and `/readyz` needs `Authorization: Bearer "
+        "<key>`; errors are `application/problem+json`.",
+    )
+    problems.install(app)
+    for module in (tasks, agents, supervisors, discoveries, events, metrics, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.http.max_body_bytes)
+    app.state.system = system
+    return app
+
+
+@serve.deployment(name="ingress")
+@serve.ingress()
+class Ingress:
+    """One replica: connects once, then serves `build_app`'s routes."""
+
+    async def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = Settings.model_validate(settings)
+        self.system = await System.connect(self.settings)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_app(self.settings, self.system)
+
+    async def __del__(self) -> None:
+        await self.system.close()
+
+
+def deploy(settings: Settings, *, blocking: bool = False) -> str:
+    """Run the ingress (replacing a running one); returns its base URL."""
+    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+    app = Ingress.options(
+        num_replicas=settings.http.replicas,
+        max_ongoing_requests=settings.http.max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(settings.model_dump(mode="json"))
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)
+    return settings.http_url
+
+
+def undeploy() -> None:
+    serve.delete(APP_NAME)

@@ -1,0 +1,1 @@
+"""One module per resource; `serve.app` includes each module's `router`."""

@@ -1,0 +1,84 @@
+"""Agents: list and read (from PostgreSQL), spawn from a template and stop (through
+the pool supervisor, so the tree keeps knowing them), and each agent's state history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import ray
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from runtime.models.api import AgentSpawn, AgentSpawned
+from runtime.models.common import AGENT_ID_PATTERN
+from runtime.models.enums import AgentState, Scope
+from runtime.models.records import AgentEvent, AgentRecord
+from runtime.store import agents as agent_store
+from serve.auth import require
+from serve.deps import SystemDep, bad_input
+
+router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
+
+AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
+
+
+def _pool(system: SystemDep, template: str) -> Any:
+    try:
+        return ray.get_actor(f"sup:pool:{template}", namespace=system.settings.namespace)
+    except ValueError:
+        return None
+
+
+async def _agent(system: SystemDep, agent_id: str) -> AgentRecord:
+    record = await agent_store.get_agent(system.pool, agent_id)
+    if record is None:
+        raise HTTPException(404, f"no agent {agent_id}")
+    return record
+
+
+@router.get("", response_model=list[AgentRecord], dependencies=[require(Scope.READ)])
+async def list_agents(
+    system: SystemDep,
+    state: AgentState | None = None,
+    capability: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> list[AgentRecord]:
+    return await agent_store.list_agents(system.pool, state=state, capability=capability)
+
+
+@router.post("", status_code=201, response_model=AgentSpawned, dependencies=[require(Scope.WRITE)])
+async def spawn_agent(body: AgentSpawn, system: SystemDep) -> AgentSpawned:
+    """Start one more agent in the pool of `template`; it survives supervisor restarts."""
+    pool = _pool(system, body.template)
+    if pool is None:
+        raise bad_input("body.template", f"no pool runs template {body.template!r}")
+    agent_id = await pool.start_child.remote()
+    supervisor_id = (await pool.snapshot.remote())["id"]
+    return AgentSpawned(agent_id=agent_id, template=body.template, supervisor_id=supervisor_id)
+
+
+@router.get("/{agent_id}", response_model=AgentRecord, dependencies=[require(Scope.READ)])
+async def get_agent(agent_id: AgentIdPath, system: SystemDep) -> AgentRecord:
+    return await _agent(system, agent_id)
+
+
+@router.delete("/{agent_id}", status_code=204, dependencies=[require(Scope.WRITE)])
+async def stop_agent(agent_id: AgentIdPath, system: SystemDep) -> None:
+    """Stop an agent gracefully and remove it from its pool (it is not restarted)."""
+    record = await _agent(system, agent_id)
+    try:
+        agents_sup = ray.get_actor("sup:agents", namespace=system.settings.namespace)
+    except ValueError:
+        raise HTTPException(503, "no supervision tree is running") from None
+    pool = await agents_sup.child_handle.remote(record.supervisor_id or "")
+    if pool is None or not await pool.terminate_child.remote(agent_id):
+        raise HTTPException(409, f"agent {agent_id} is not a running member of a pool")
+
+
+@router.get(
+    "/{agent_id}/events", response_model=list[AgentEvent], dependencies=[require(Scope.READ)]
+)
+async def agent_events(
+    agent_id: AgentIdPath, system: SystemDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[AgentEvent]:
+    """The agent's state transitions, oldest first (its state is their fold)."""
+    await _agent(system, agent_id)
+    return await agent_store.history(system.pool, agent_id, limit)

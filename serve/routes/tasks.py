@@ -1,0 +1,76 @@
+"""Tasks: submit (idempotent with `Idempotency-Key`), read, list, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Header, Query, Response
+
+from runtime.models.api import Page, TaskCreate
+from runtime.models.enums import Scope, TaskStatus
+from runtime.models.records import Task
+from runtime.store import tasks as task_store
+from serve.auth import require
+from serve.deps import Cursor, SystemDep, decode_cursor, page_of
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Task,
+    dependencies=[require(Scope.WRITE)],
+    responses={200: {"model": Task, "description": "The task this key already made"}},
+)
+async def create_task(
+    body: TaskCreate,
+    system: SystemDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> Task:
+    """Submit a task. The same `Idempotency-Key` again returns the first task (200)."""
+    item = body.model_dump(mode="json")
+    if idempotency_key is not None:
+        item["idempotency_key"] = idempotency_key
+    new_id = uuid4()
+    stored = await system.tasks.submit(**item, id=str(new_id))
+    if stored["id"] != str(new_id):
+        response.status_code = 200
+    return Task.model_validate(stored)
+
+
+@router.get("", response_model=Page[Task], dependencies=[require(Scope.READ)])
+async def list_tasks(
+    system: SystemDep,
+    status: TaskStatus | None = None,
+    capability: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    project_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Cursor = None,
+) -> Page[Task]:
+    """Tasks oldest first, filtered; follow `next_cursor` for the next page."""
+    found = await task_store.list_tasks(
+        system.pool,
+        status=status,
+        capability=capability,
+        project_id=project_id,
+        limit=limit,
+        after=decode_cursor(cursor),
+    )
+    return page_of(found, limit)
+
+
+@router.get("/{task_id}", response_model=Task, dependencies=[require(Scope.READ)])
+async def get_task(task_id: UUID, system: SystemDep) -> Task:
+    return Task.model_validate(await system.tasks.get(task_id))
+
+
+@router.post("/{task_id}/cancel", response_model=Task, dependencies=[require(Scope.WRITE)])
+async def cancel_task(task_id: UUID, system: SystemDep) -> Task:
+    """Cancel a task that has not ended (its handler is cancelled in the agent); a task
+    that has ended is returned as it is."""
+    return Task.model_validate(await system.tasks.cancel(task_id))

@@ -1,0 +1,113 @@
+"""Tasks through real HTTP against the real Serve ingress."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from helpers import wait_until
+
+from runtime.client import ApiError
+
+pytestmark = pytest.mark.integration
+
+
+def _cap() -> str:
+    return f"echo-{uuid.uuid4().hex[:6]}"
+
+
+def test_submit_runs_on_an_agent_and_completes(http_system) -> None:
+    with http_system.client("write") as rv:
+        task = rv.submit_task(
+            {"title": "hello", "required_capabilities": ["echo"], "parameters": {"x": 1}}
+        )
+        assert task["status"] in {"pending", "queued", "assigned", "running", "completed"}
+        done = rv.wait_task(task["id"], timeout_s=60)
+    assert done["status"] == "completed"
+    assert done["attempt"] == 1
+    assert done["assigned_to"].startswith("echo-")
+
+
+def test_idempotency_key_returns_the_first_task(http_system) -> None:
+    key = f"k-{uuid.uuid4().hex}"
+    with http_system.raw() as http:
+        headers = {"Authorization": f"Bearer {http_system.keys['write']}", "Idempotency-Key": key}
+        body = {"title": "once", "required_capabilities": [_cap()]}
+        first = http.post("/api/v1/tasks", json=body, headers=headers)
+        second = http.post("/api/v1/tasks", json={**body, "title": "twice"}, headers=headers)
+    assert first.status_code == 201
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["title"] == "once"
+
+
+def test_bad_body_is_422_naming_each_field_and_writes_nothing(http_system) -> None:
+    cap = _cap()
+    with http_system.raw() as http:
+        response = http.post(
+            "/api/v1/tasks",
+            json={"title": "", "priority": 11, "required_capabilities": [cap], "colour": "red"},
+            headers={"Authorization": f"Bearer {http_system.keys['write']}"},
+        )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    fields = {e["field"] for e in response.json()["errors"]}
+    assert {"body.title", "body.priority", "body.colour"} <= fields
+    with http_system.client("read") as rv:
+        assert rv.list_tasks(capability=cap)["items"] == []
+
+
+def test_unknown_dependency_is_422_and_unknown_task_404(http_system) -> None:
+    cap = _cap()
+    with http_system.client("write") as rv:
+        with pytest.raises(ApiError) as refused:
+            rv.submit_task(
+                {"title": "t", "required_capabilities": [cap], "dependencies": [str(uuid.uuid4())]}
+            )
+        assert refused.value.status == 422
+        assert "dependencies" in str(refused.value)
+        assert rv.list_tasks(capability=cap)["items"] == []
+        with pytest.raises(ApiError) as missing:
+            rv.get_task(str(uuid.uuid4()))
+        assert missing.value.status == 404
+        with pytest.raises(ApiError) as not_uuid:
+            rv.get_task("not-a-uuid")
+        assert not_uuid.value.status == 422
+        assert not_uuid.value.problem["errors"][0]["field"] == "path.task_id"
+
+
+def test_list_filters_and_pages_with_a_cursor(http_system) -> None:
+    cap = _cap()
+    with http_system.client("write") as rv:
+        made = [
+            rv.submit_task({"title": f"t{n}", "required_capabilities": [cap]}) for n in range(5)
+        ]
+        seen, cursor = [], None
+        while True:
+            page = rv.list_tasks(capability=cap, limit=2, cursor=cursor)
+            seen += [t["id"] for t in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == [t["id"] for t in made]
+        assert rv.list_tasks(capability=cap, status="completed")["items"] == []
+        with pytest.raises(ApiError) as bad:
+            rv.list_tasks(cursor="garbage!")
+        assert bad.value.problem["errors"][0]["field"] == "query.cursor"
+
+
+def test_cancel_a_queued_task(http_system) -> None:
+    with http_system.client("write") as rv:
+        task = rv.submit_task({"title": "nobody can", "required_capabilities": [_cap()]})
+        cancelled = rv.cancel_task(task["id"])
+        assert cancelled["status"] == "cancelled"
+        assert rv.get_task(task["id"])["status"] == "cancelled"
+
+
+def test_cancel_a_running_task(http_system) -> None:
+    with http_system.client("write") as rv:
+        task = rv.submit_task(
+            {"title": "slow", "required_capabilities": ["echo"], "parameters": {"sleep_s": 30}}
+        )
+        wait_until(lambda: rv.get_task(task["id"])["status"] == "running", timeout_s=30)
+        assert rv.cancel_task(task["id"])["status"] == "cancelled"
