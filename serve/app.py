@@ -16,7 +16,7 @@ from ray import serve
 from runtime.config import Settings
 from serve import problems
 from serve.limits import BodyLimit
-from serve.routes import agents, discoveries, events, health, metrics, supervisors, tasks
+from serve.routes import agents, discoveries, events, health, keys, metrics, supervisors, tasks
 from serve.system import System
 
 __all__ = ["APP_NAME", "Ingress", "build_app", "deploy", "undeploy"]
@@ -34,7 +34,7 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
         "<key>`; errors are `application/problem+json`.",
     )
     problems.install(app)
-    for module in (tasks, agents, supervisors, discoveries, events, metrics, health):
+    for module in (tasks, agents, supervisors, discoveries, events, metrics, keys, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.http.max_body_bytes)
     app.state.system = system

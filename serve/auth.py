@@ -19,7 +19,7 @@ import time
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from runtime.models.enums import Scope
@@ -78,7 +78,8 @@ _bearer = HTTPBearer(auto_error=False, description="An API key: `rv_<prefix>_<se
 
 
 def require(needed: Scope) -> Any:
-    """A dependency admitting a caller whose key has `needed` (or a higher scope)."""
+    """A dependency admitting a caller whose key has `needed` (or a higher scope); the
+    OpenAPI document lists `needed` as the operation's security scope."""
 
     async def caller(
         request: Request,
@@ -107,4 +108,4 @@ def require(needed: Scope) -> Any:
             )
         return key
 
-    return Depends(caller)
+    return Security(caller, scopes=[needed.value])

@@ -1,0 +1,76 @@
+"""Agents and the supervision tree through HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import wait_until
+
+from runtime.client import ApiError
+
+pytestmark = pytest.mark.integration
+
+
+def test_list_and_read_agents_with_their_history(http_system) -> None:
+    with http_system.client("read") as rv:
+        echo = wait_until(lambda: rv.list_agents(capability="echo"), timeout_s=30)
+        assert {a["id"] for a in echo} >= {"echo-1", "echo-2"}
+        assert all(a["state"] in {"idle", "busy"} for a in echo)
+        one = rv.get_agent("echo-1")
+        assert one["capabilities"] == ["echo"]
+        assert one["supervisor_id"] == "pool-echo"
+        states = [e["to_state"] for e in rv.agent_events("echo-1")]
+        assert states[:3] == ["starting", "running", "idle"]
+        for bad, status in (("nobody", 404), ("not an id", 422)):
+            with pytest.raises(ApiError) as refused:
+                rv.get_agent(bad)
+            assert refused.value.status == status
+
+
+def test_spawn_from_a_template_then_stop(http_system) -> None:
+    with http_system.client("write") as rv:
+        spawned = rv.spawn_agent("echo")
+        agent_id = spawned["agent_id"]
+        assert spawned["supervisor_id"] == "pool-echo"
+        wait_until(lambda: rv.get_agent(agent_id)["state"] == "idle", timeout_s=60)
+        pool = next(c for c in _walk(rv.tree()) if c["id"] == "pool-echo")
+        assert agent_id in {c["id"] for c in pool["children"]}
+        assert rv.stop_agent(agent_id) is None
+        assert rv.get_agent(agent_id)["state"] == "stopped"
+        pool = next(c for c in _walk(rv.tree()) if c["id"] == "pool-echo")
+        assert agent_id not in {c["id"] for c in pool["children"]}
+        with pytest.raises(ApiError) as unknown:
+            rv.spawn_agent("no_such_template")
+        assert unknown.value.status == 422
+        assert unknown.value.problem["errors"][0]["field"] == "body.template"
+
+
+def test_tree_shows_every_node_and_supervisor_decisions(http_system) -> None:
+    with http_system.client("read") as rv:
+        tree = rv.tree()
+        assert tree["id"] == "root" and tree["strategy"] == "one_for_one"
+        nodes = {node["id"]: node for node in _walk(tree)}
+        assert {"root", "core", "agents", "pool-echo", "tm-0", "relay", "echo-1"} <= set(nodes)
+        assert nodes["pool-echo"]["strategy"] == "simple_one_for_one"
+        for node in nodes.values():
+            assert {"state", "restarts", "pid", "actor_id"} <= set(node)
+        assert nodes["echo-1"]["breaker"] == "closed"
+        decisions = rv.supervisor_events("pool-echo")
+        assert {"echo-1", "echo-2"} <= {
+            d["child_id"] for d in decisions if d["event"] == "child_started"
+        }
+
+
+def test_system_metrics(http_system) -> None:
+    with http_system.client("read") as rv:
+        metrics = rv.system_metrics()
+    assert metrics["agents"]["total"] >= 2
+    assert metrics["agents"]["idle"] + metrics["agents"]["busy"] >= 2
+    assert set(metrics["tasks"]) >= {"pending", "queued", "running", "completed", "failed"}
+    assert metrics["nats"]["connected"] is True
+    assert 0 <= metrics["host"]["memory_percent"] <= 100
+
+
+def _walk(node: dict):
+    yield node
+    for child in node.get("children", []):
+        yield from _walk(child)
