@@ -34,6 +34,7 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
         "<key>`; errors are `application/problem+json`.",
     )
     problems.install(app)
+    problems.document(app)
     for module in (tasks, agents, supervisors, discoveries, events, metrics, keys, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.http.max_body_bytes)

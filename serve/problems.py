@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from runtime.errors import Conflict, LogicalError, NotFound
 
-__all__ = ["FieldError", "Problem", "install", "problem", "unwrap"]
+__all__ = ["FieldError", "Problem", "document", "install", "problem", "unwrap"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -101,3 +102,74 @@ def install(app: FastAPI) -> None:
 
     for kind in (RayTaskError, NotFound, LogicalError, Conflict):
         app.add_exception_handler(kind, _runtime)
+
+    @app.exception_handler(asyncpg.ForeignKeyViolationError)
+    async def _unknown_reference(_: Request, exc: asyncpg.ForeignKeyViolationError) -> JSONResponse:
+        # constraints are named <table>_<column>_fkey: the column is the body's field
+        table = exc.table_name or ""
+        column = (exc.constraint_name or "").removeprefix(f"{table}_").removesuffix("_fkey")
+        reason = f"refers to nothing that exists ({exc.detail or exc})"
+        return problem(
+            422,
+            f"body.{column}: {reason}",
+            errors=[FieldError(field=f"body.{column}", reason=reason)],
+        )
+
+
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_WHY = {
+    "401": "No API key, or an unknown or revoked one",
+    "403": "The key's scopes do not include the route's",
+    "404": "No such resource",
+    "409": "The resource is not in a state that allows this",
+    "413": "The body is larger than `http.max_body_bytes`",
+    "422": "Invalid input: `errors` names each field and the reason",
+    "429": "The key's rate limit; see `Retry-After`",
+    "503": "A part of the system the route needs is not running",
+}
+
+
+def document(app: FastAPI) -> None:
+    """Make the OpenAPI document list every refusal a route can give, as problem+json."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)  # fmt: skip
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+            Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
+        schema["components"]["schemas"]["FieldError"] = FieldError.model_json_schema()
+        schema["components"]["schemas"]["Problem"].pop("$defs", None)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                codes = {
+                    code for code in responses if code[0] in "45" and _is_problem(responses[code])
+                }
+                if operation.get("security"):
+                    codes |= {"401", "403", "429"}
+                if operation.get("parameters") or "requestBody" in operation:
+                    codes.add("422")
+                if "requestBody" in operation:
+                    codes.add("413")
+                if any(p["in"] == "path" for p in operation.get("parameters", [])):
+                    codes.add("404")
+                for code in codes:
+                    responses[code] = {
+                        "description": _WHY.get(code, "Refused"),
+                        "content": {PROBLEM_JSON: {"schema": _PROBLEM_REF}},
+                    }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _is_problem(response: dict[str, Any]) -> bool:
+    """Whether a documented response is an error of ours (or FastAPI's default 422)."""
+    content = response.get("content") or {}
+    schema = (content.get("application/json") or {}).get("schema") or {}
+    return not content or schema.get("$ref", "").endswith(("/Problem", "/HTTPValidationError"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime
 from runtime.models.enums import Scope
@@ -28,8 +28,37 @@ __all__ = [
 T = TypeVar("T")
 
 
+def nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a NUL character, or None.
+
+    PostgreSQL text and jsonb cannot store U+0000, so such input is refused at the edge
+    instead of failing the transaction it would have joined."""
+    if isinstance(value, str):
+        return path or "(value)" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            if (found := nul_at(item, where)) is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
+                return found
+    return None
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = nul_at(data)
+        if where is not None:
+            raise ValueError(f"{where}: text must not contain NUL (U+0000) characters")
+        return data
 
 
 class TaskCreate(_Body):
@@ -87,8 +116,8 @@ class ApiKeyCreate(_Body):
 
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default_factory=lambda: [Scope.READ], min_length=1)
-    rate_per_s: float = Field(default=50.0, gt=0)
-    burst: int = Field(default=100, gt=0)
+    rate_per_s: float = Field(default=50.0, gt=0, le=1_000_000)
+    burst: int = Field(default=100, gt=0, le=1_000_000)
 
 
 class Page(BaseModel, Generic[T]):

@@ -7,6 +7,8 @@ Guarantees:
   still the current one, so a result of a stale lease is refused and changes nothing.
 - Events passed to `update` reach the outbox in the transaction of the change, and only when
   the change was made.
+- A task naming a parent or project that does not exist is refused with a LogicalError
+  naming the field, and nothing of its batch is written.
 - Listings page by the keyset `(created_at, id)`, oldest first: every row once, in order.
 
 The state machine itself (`runtime.policies.TASK_TRANSITIONS`) is the TaskManager's to
@@ -20,6 +22,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
+from runtime.errors import LogicalError
 from runtime.models.enums import TaskStatus
 from runtime.models.events import Event
 from runtime.models.records import Task
@@ -94,6 +99,9 @@ async def insert(conn: Conn, task: Task) -> tuple[Task, bool]:
     raise RuntimeError(f"idempotency key {task.idempotency_key!r} kept changing hands")
 
 
+_FOREIGN_KEYS = {"tasks_parent_id_fkey": "parent_id", "tasks_project_id_fkey": "project_id"}
+
+
 async def insert_many(conn: Conn, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
     """Bulk `insert`: one pipelined, atomic batch, then one lookup of the keys already used.
 
@@ -102,7 +110,11 @@ async def insert_many(conn: Conn, tasks: Sequence[Task]) -> list[tuple[Task, boo
     """
     if not tasks:
         return []
-    rows = await conn.fetchmany(_INSERT + " RETURNING id", [_values(task) for task in tasks])
+    try:
+        rows = await conn.fetchmany(_INSERT + " RETURNING id", [_values(task) for task in tasks])
+    except asyncpg.ForeignKeyViolationError as exc:  # an unknown parent or project
+        field = _FOREIGN_KEYS.get(exc.constraint_name or "", exc.constraint_name)
+        raise LogicalError(f"{field}: {exc.detail or 'no such row'}") from None
     inserted = {row["id"] for row in rows}
     taken = [t.idempotency_key for t in tasks if t.id not in inserted and t.idempotency_key]
     first: dict[str, Task] = {}

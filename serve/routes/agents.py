@@ -15,6 +15,7 @@ from runtime.models.records import AgentEvent, AgentRecord
 from runtime.store import agents as agent_store
 from serve.auth import require
 from serve.deps import SystemDep, bad_input
+from serve.problems import Problem
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -60,7 +61,12 @@ async def get_agent(agent_id: AgentIdPath, system: SystemDep) -> AgentRecord:
     return await _agent(system, agent_id)
 
 
-@router.delete("/{agent_id}", status_code=204, dependencies=[require(Scope.WRITE)])
+@router.delete(
+    "/{agent_id}",
+    status_code=204,
+    dependencies=[require(Scope.WRITE)],
+    responses={409: {"model": Problem}, 503: {"model": Problem}},
+)
 async def stop_agent(agent_id: AgentIdPath, system: SystemDep) -> None:
     """Stop an agent gracefully and remove it from its pool (it is not restarted)."""
     record = await _agent(system, agent_id)

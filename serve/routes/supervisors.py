@@ -11,11 +11,17 @@ from runtime.models.records import SupervisorEvent
 from runtime.store import supervision
 from serve.auth import require
 from serve.deps import SystemDep
+from serve.problems import Problem
 
 router = APIRouter(prefix="/api/v1/supervisors", tags=["supervisors"])
 
 
-@router.get("/tree", response_model=dict[str, Any], dependencies=[require(Scope.READ)])
+@router.get(
+    "/tree",
+    response_model=dict[str, Any],
+    dependencies=[require(Scope.READ)],
+    responses={503: {"model": Problem}},
+)
 async def tree(system: SystemDep) -> dict[str, Any]:
     """Every node: id, kind, strategy, state, restarts, breaker, Ray actor id, node, pid."""
     root = system.root()

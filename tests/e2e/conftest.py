@@ -26,7 +26,8 @@ class HttpSystem:
     url: str
     settings: Settings
     keys: dict[str, str]
-    """A key per scope name (`read`, `write`, `admin`), and `limited` (burst 5, 1/s)."""
+    """A key per scope name (`read`, `write`, `admin`), `limited` (read, burst 5, 1/s) and
+    `unlimited` (admin, no practical rate limit)."""
 
     def client(self, scope: str = "admin") -> Client:
         return Client(self.url, self.keys[scope])
@@ -44,6 +45,9 @@ def make_keys(database_url: str) -> dict[str, str]:
                 _, keys[scope.value] = await api_keys.create(pool, f"test-{scope}", [scope])
             _, keys["limited"] = await api_keys.create(
                 pool, "test-limited", [Scope.READ], rate_per_s=1.0, burst=5
+            )
+            _, keys["unlimited"] = await api_keys.create(
+                pool, "test-unlimited", [Scope.ADMIN], rate_per_s=1e6, burst=1_000_000
             )
             return keys
         finally:

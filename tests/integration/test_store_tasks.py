@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from runtime.errors import LogicalError
 from runtime.models.enums import TaskStatus
 from runtime.models.events import TaskAssigned, TaskResult
 from runtime.models.records import Project, Task
@@ -192,3 +193,11 @@ async def test_insert_many_is_all_or_nothing(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.UniqueViolationError):
         await tasks.insert_many(pool, [good, clash])
     assert await tasks.get(pool, good.id) is None
+
+
+async def test_an_unknown_parent_or_project_is_refused_naming_the_field(pool) -> None:
+    for field in ("parent_id", "project_id"):
+        task = Task(title="orphan", **{field: uuid.uuid4()})
+        with pytest.raises(LogicalError, match=field):
+            await tasks.insert_many(pool, [Task(title="sibling"), task])
+        assert await tasks.get(pool, task.id) is None

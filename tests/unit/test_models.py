@@ -699,3 +699,17 @@ def test_exports() -> None:
         assert hasattr(models, name), name
     assert "Record" in models.__all__
     assert len(models.__all__) == len(set(models.__all__))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"title": "a\x00b"},
+        {"title": "t", "parameters": {"deep": ["ok", {"x": "\x00"}]}},
+        {"title": "t", "parameters": {"k\x00": 1}},
+    ],
+)
+def test_bodies_refuse_nul_characters_naming_where(body: dict) -> None:
+    with pytest.raises(ValidationError, match="NUL") as refused:
+        TaskCreate.model_validate(body)
+    assert "title" in str(refused.value) or "parameters" in str(refused.value)
