@@ -94,10 +94,10 @@ class _Endpoints:
         capability: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        newest_first: bool = False,
     ) -> Any:
-        params = _clean(
-            {"status": status, "capability": capability, "limit": limit, "cursor": cursor}
-        )
+        params = _clean({"status": status, "capability": capability, "limit": limit,
+                         "cursor": cursor, "newest_first": newest_first or None})
         return self._send(_Call("GET", "/api/v1/tasks", params=params))
 
     def cancel_task(self, task_id: str) -> Any:
@@ -141,6 +141,17 @@ class _Endpoints:
             **_clean({"limit": limit, "cursor": cursor}),
         }
         return self._send(_Call("GET", "/api/v1/discoveries", params=params))
+
+    def create_key(self, name: str, scopes: list[str], rate_per_s: float = 50.0,
+                   burst: int = 100) -> Any:
+        body = {"name": name, "scopes": scopes, "rate_per_s": rate_per_s, "burst": burst}
+        return self._send(_Call("POST", "/api/v1/keys", body=body))
+
+    def list_keys(self) -> Any:
+        return self._send(_Call("GET", "/api/v1/keys"))
+
+    def revoke_key(self, id_or_prefix: str) -> Any:
+        return self._send(_Call("DELETE", f"/api/v1/keys/{id_or_prefix}"))
 
     def system_metrics(self) -> Any:
         return self._send(_Call("GET", "/api/v1/metrics/system"))

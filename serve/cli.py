@@ -2,19 +2,23 @@
 
 `runtime.cli` holds what needs only the runtime layer (services, schema, config, tree);
 this module, at the top of the import graph with the HTTP ingress, adds the commands that
-start the supervision tree or talk to task managers: `up`, `demo`, `submit`, `tasks`.
+run the system (`up`, `down`, `demo`), those that use its HTTP API through
+`runtime.client` (`submit`, `tasks`, `agents`, `events`), and `keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
-import threading
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
+import httpx
 import ray
 import typer
 from rich.progress import Progress
@@ -31,11 +35,15 @@ from runtime.cli import (
     settings_or_exit,
     up_services,
 )
+from runtime.client import ApiError, Client
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
+from runtime.models.enums import AgentState, Scope
 from runtime.policies import TaskStatus
 from runtime.raycluster import init_ray
-from supervisors.tree import start_tree, stop_tree, tree_from_settings
+from runtime.services import ensure_services
+from runtime.store import api_keys
+from supervisors.tree import get_root, start_tree, stop_tree, tree_from_settings
 
 __all__ = ["app"]
 
@@ -53,20 +61,119 @@ def _start_system(settings: Settings, *, dashboard: bool) -> tuple[Any, Any]:
         return start_tree(spec, settings.namespace), context
 
 
+def _serve(settings: Settings) -> tuple[str, str]:
+    """Run the HTTP ingress and make a fresh admin key: (API URL, key). The key is also
+    written to `home`/api_key (mode 600), where the other commands find it."""
+    from serve.app import deploy
+
+    urls = ensure_services(settings)
+    resolved = Settings.model_validate(
+        {**settings.model_dump(), "database_url": urls.database_url, "nats_url": urls.nats_url}
+    )
+    with console.status(f"starting the HTTP API on {settings.http_url}"):
+        url = deploy(resolved)
+    _, key = asyncio.run(
+        _create_key(resolved.database_dsn or "", "admin (rayvisor up)", [Scope.ADMIN], 50.0, 100)
+    )
+    key_file = settings.home / "api_key"
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+    return url, key
+
+
+async def _create_key(
+    database_url: str, name: str, scopes: list[Scope], rate_per_s: float, burst: int
+) -> tuple[Any, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await api_keys.create(conn, name, scopes, rate_per_s, burst)
+    finally:
+        await conn.close()
+
+
 @app.command()
 def up() -> None:
-    """Start services, Ray (with its dashboard) and the tree; Ctrl-C stops them."""
+    """Start services, Ray (with its dashboard), the tree and the HTTP API; Ctrl-C stops."""
     settings = settings_or_exit()
     root, context = _start_system(settings, dashboard=True)
+    url, key = _serve(settings)
     console.print(render_tree(ray.get(root.snapshot.remote())))
-    console.print(f"Ray dashboard: http://{context.dashboard_url}  (Ctrl-C stops)")
+    table = Table(title="rayvisor is up", show_header=False)
+    table.add_row("HTTP API", url)
+    table.add_row("API docs", f"{url}/docs")
+    table.add_row("Ray dashboard", f"http://{context.dashboard_url}")
+    table.add_row("admin key", f"{key}  (also in {settings.home / 'api_key'})")
+    console.print(table)
+    console.print("Ctrl-C (or `rayvisor down`) stops the tree and the API")
     try:
-        threading.Event().wait()
+        while get_root(settings.namespace) is not None:
+            time.sleep(1)
     except KeyboardInterrupt:
-        console.print("stopping the tree")
+        console.print("stopping")
     finally:
-        stop_tree(settings.namespace)
+        _stop_everything(settings)
         ray.shutdown()
+
+
+def _stop_everything(settings: Settings) -> list[str]:
+    from ray import serve
+
+    stopped = []
+    with contextlib.suppress(Exception):
+        serve.shutdown()
+        stopped.append("HTTP API")
+    with contextlib.suppress(Exception):
+        if stop_tree(settings.namespace):
+            stopped.append("supervision tree")
+    return stopped
+
+
+@app.command()
+def down(
+    address: Annotated[str | None, typer.Option(help="Ray address (default: auto).")] = None,
+) -> None:
+    """Stop the HTTP API and the tree a `rayvisor up` runs (services keep running)."""
+    settings = settings_or_exit()
+    connect_ray(settings, address)
+    stopped = _stop_everything(settings)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+# ---- commands over the HTTP API ---------------------------------------------------------
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="API URL (default: http_host:http_port).")
+]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", help="Default: RAYVISOR_API_KEY or home/api_key.")
+]
+
+
+def _client(settings: Settings, url: str | None, api_key: str | None) -> Client:
+    key = api_key or settings.api_key
+    key_file = settings.home / "api_key"
+    if key is None and key_file.exists():
+        key = key_file.read_text().strip()
+    if not key:
+        raise fail(
+            f"no API key: pass --api-key, set RAYVISOR_API_KEY, or run `rayvisor up` "
+            f"(it writes one to {key_file})"
+        )
+    return Client(url or settings.http_url, key)
+
+
+def _call(action: Any) -> Any:
+    """Run an API call; a refusal is exit 2 with its reason, no API is exit 1."""
+    try:
+        return action()
+    except ApiError as exc:
+        err_console.print(f"[red]refused: {exc}[/red]")
+        raise typer.Exit(2) from None
+    except httpx.TransportError as exc:
+        raise fail(f"no rayvisor API answers ({exc}); start it with `rayvisor up`") from None
 
 
 def _parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -89,21 +196,16 @@ def _task_table(tasks: list[dict[str, Any]], title: str) -> Table:
     for t in tasks:
         outcome = t.get("error") or t.get("result")
         shown = "" if outcome is None else json.dumps(outcome)[:80]
-        table.add_row(t["id"], t["title"], t["status"], str(t["attempt"]),
-                      t.get("assigned_to") or "", str(t["priority"]), shown)  # fmt: skip
+        table.add_row(
+            t["id"],
+            t["title"],
+            t["status"],
+            str(t["attempt"]),
+            t.get("assigned_to") or "",
+            str(t["priority"]),
+            shown,
+        )
     return table
-
-
-def _task_call(coro_factory: Any) -> Any:
-    """Run a TaskClient call; a refusal (bad input, unknown task) is a clean exit 2."""
-    try:
-        return asyncio.run(coro_factory())
-    except ray.exceptions.RayTaskError as exc:
-        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        err_console.print(f"[red]refused: {cause}[/red]")
-        raise typer.Exit(2) from None
-    except ValueError as exc:  # no TaskManager in this namespace
-        raise fail(f"no task manager is running ({exc}); start it with `rayvisor up`") from None
 
 
 @app.command()
@@ -116,7 +218,8 @@ def submit(
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the task has ended.")] = False,
     timeout: Annotated[float, typer.Option(min=0.1)] = 300.0,
-    address: Annotated[str | None, typer.Option(help="Ray address (default: auto).")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
     """Submit a task; with --wait, show how it ended."""
     settings = settings_or_exit()
@@ -127,14 +230,11 @@ def submit(
         "priority": priority,
         "max_attempts": max_attempts,
     }
-    if idempotency_key:
-        body["idempotency_key"] = idempotency_key
-    connect_ray(settings, address)
-    client = TaskClient(settings.namespace, settings.task_shards)
-    task = _task_call(lambda: client.submit(**body))
-    if wait:
-        with console.status(f"waiting for {task['id']}"):
-            task = _task_call(lambda: client.wait(task["id"], timeout))
+    with _client(settings, url, api_key) as client:
+        task = _call(lambda: client.submit_task(body, idempotency_key=idempotency_key))
+        if wait:
+            with console.status(f"waiting for {task['id']}"):
+                task = _call(lambda: client.wait_task(task["id"], timeout))
     console.print(_task_table([task], "task"))
     if wait and task["status"] != "completed":
         raise typer.Exit(1)
@@ -142,21 +242,167 @@ def submit(
 
 @app.command()
 def tasks(
-    status: Annotated[str | None, typer.Option(help="Only tasks in this status.")] = None,
+    status: Annotated[TaskStatus | None, typer.Option(help="Only tasks in this status.")] = None,
     capability: Annotated[str | None, typer.Option(help="Only tasks needing this.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    address: Annotated[str | None, typer.Option(help="Ray address (default: auto).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
     """List the latest tasks, newest first."""
-    if status is not None and status not in {s.value for s in TaskStatus}:
-        raise typer.BadParameter(
-            f"must be one of {', '.join(s.value for s in TaskStatus)}", param_hint="--status"
-        )
     settings = settings_or_exit()
-    connect_ray(settings, address)
-    client = TaskClient(settings.namespace, settings.task_shards)
-    found = _task_call(lambda: client.list(status, capability, limit, newest_first=True))
-    console.print(_task_table(found, f"latest tasks ({len(found)})"))
+    with _client(settings, url, api_key) as client:
+        page = _call(
+            lambda: client.list_tasks(
+                status.value if status else None, capability, limit, newest_first=True
+            )
+        )
+    console.print(_task_table(page["items"], f"latest tasks ({len(page['items'])})"))
+
+
+@app.command()
+def agents(
+    state: Annotated[AgentState | None, typer.Option(help="Only agents in this state.")] = None,
+    capability: Annotated[str | None, typer.Option(help="Only agents with this.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """List agents: state, capabilities, restarts, supervisor."""
+    settings = settings_or_exit()
+    with _client(settings, url, api_key) as client:
+        found = _call(lambda: client.list_agents(state.value if state else None, capability))
+    table = Table(title=f"agents ({len(found)})")
+    for column in ("id", "state", "capabilities", "restarts", "supervisor", "last active"):
+        table.add_column(column)
+    for a in found:
+        table.add_row(
+            a["id"],
+            a["state"],
+            ", ".join(a["capabilities"]),
+            str(a["restart_count"]),
+            a.get("supervisor_id") or "",
+            a.get("last_active_at") or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def events(
+    subject: Annotated[str, typer.Argument(help="NATS subject pattern, e.g. 'tasks.>'.")] = ">",
+    last_event_id: Annotated[
+        str | None, typer.Option(help="Replay the durable events after this id ('0': all).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many.")] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Tail events on a subject pattern (Ctrl-C stops)."""
+    settings = settings_or_exit()
+    seen = 0
+    with _client(settings, url, api_key) as client:
+        stream = client.stream(subject=subject, last_event_id=last_event_id)
+        try:
+            for event in _call(lambda: _first_then_rest(stream)):
+                console.print(
+                    f"[dim]{event.id or '-':>8}[/dim] [bold]{event.event}[/bold] {event.data}",
+                    markup=True,
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        except KeyboardInterrupt:
+            pass
+
+
+def _first_then_rest(stream: Iterator[Any]) -> Iterator[Any]:
+    """Open the stream now (so a refusal is reported at once), then yield its events."""
+    import itertools
+
+    try:
+        first = next(stream)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], stream)
+
+
+keys_app = typer.Typer(help="API keys (stored hashed; a key is shown once).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
+    scope: Annotated[list[Scope], typer.Option("--scope", "-s")] = [Scope.READ],  # noqa: B006
+    rate: Annotated[float, typer.Option(min=0.001, max=1_000_000, help="Requests/s.")] = 50.0,
+    burst: Annotated[int, typer.Option(min=1, max=1_000_000)] = 100,
+) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    settings = settings_or_exit()
+    database_url, _ = up_services(settings)
+    record, key = asyncio.run(_create_key(database_url, name, scope, rate, burst))
+    console.print(f"key {record.prefix} ({', '.join(s.value for s in record.scopes)}): {key}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: prefix, name, scopes, rate, revoked."""
+    import asyncpg
+
+    settings = settings_or_exit()
+    database_url, _ = up_services(settings)
+
+    async def listed() -> list[Any]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await api_keys.list_keys(conn)
+        finally:
+            await conn.close()
+
+    table = Table(title="API keys")
+    for column in (
+        "prefix",
+        "name",
+        "scopes",
+        "rate/s",
+        "burst",
+        "created",
+        "last used",
+        "revoked",
+    ):
+        table.add_column(column)
+    for k in asyncio.run(listed()):
+        table.add_row(
+            k.prefix,
+            k.name,
+            ", ".join(s.value for s in k.scopes),
+            f"{k.rate_per_s:g}",
+            str(k.burst),
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+            "yes" if k.revoked else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.")]) -> None:
+    """Revoke a key; it stops working within `http.key_cache_s`."""
+    import asyncpg
+
+    settings = settings_or_exit()
+    database_url, _ = up_services(settings)
+
+    async def revoke() -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await api_keys.revoke(conn, key)
+        finally:
+            await conn.close()
+
+    if not asyncio.run(revoke()):
+        raise fail(f"no live key {key}")
+    console.print(f"revoked {key}")
 
 
 DEMO_TREE = {
@@ -214,6 +460,38 @@ def _wait_replacement(root_pool: Any, child_id: str, old_pid: int) -> tuple[Any,
     raise fail(f"{child_id} did not come back within 60 s")
 
 
+def _demo_http(url: str, key: str) -> None:
+    """The same system over its HTTP API: a task, an idempotent retry, a refusal, figures."""
+    table = Table(title=f"over HTTP ({url}, OpenAPI at {url}/docs)")
+    for column in ("request", "answer"):
+        table.add_column(column, overflow="fold")
+    with Client(url, key) as client:
+        body = {"title": "over http", "required_capabilities": ["echo"], "parameters": {"n": 1}}
+        key = f"demo-{uuid.uuid4()}"
+        task = client.submit_task(body, idempotency_key=key)
+        again = client.submit_task(body, idempotency_key=key)
+        done = client.wait_task(task["id"], timeout_s=60)
+        table.add_row(
+            "POST /api/v1/tasks",
+            f"{done['status']} on {done['assigned_to']}: {json.dumps(done['result'])}",
+        )
+        table.add_row(
+            "the same Idempotency-Key again", f"the same task: {again['id'] == task['id']}"
+        )
+        try:
+            client.submit_task({"title": "", "priority": 12})
+        except ApiError as refused:
+            table.add_row("a bad body", str(refused))
+        metrics = client.system_metrics()
+        table.add_row(
+            "GET /api/v1/metrics/system",
+            f"agents {metrics['agents']['by_state']}, "
+            f"restarts {metrics['restarts']}, tasks completed "
+            f"{metrics['tasks']['completed']}",
+        )
+    console.print(table)
+
+
 @app.command()
 def demo(
     tasks: Annotated[int, typer.Option(min=20, max=10_000, help="Tasks to run.")] = 60,
@@ -240,8 +518,9 @@ def demo(
             table.add_row(member, how, f"{elapsed:.0f}", str(info["saved_state"]))
         console.print(table)
         console.print(render_tree(ray.get(root.snapshot.remote())))
+        _demo_http(*_serve(settings))
     finally:
-        stop_tree(settings.namespace)
+        _stop_everything(settings)
         ray.shutdown()
     console.print(
         "Services keep running (data under "

@@ -51,8 +51,10 @@ async def list_tasks(
     project_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Cursor = None,
+    newest_first: bool = False,
 ) -> Page[Task]:
-    """Tasks oldest first, filtered; follow `next_cursor` for the next page."""
+    """Tasks oldest first (or newest first), filtered; follow `next_cursor` for the next
+    page."""
     found = await task_store.list_tasks(
         system.pool,
         status=status,
@@ -60,6 +62,7 @@ async def list_tasks(
         project_id=project_id,
         limit=limit,
         after=decode_cursor(cursor),
+        newest_first=newest_first,
     )
     return page_of(found, limit)
 
