@@ -104,7 +104,8 @@ def up() -> None:
     table = Table(title="rayvisor is up", show_header=False)
     table.add_row("HTTP API", url)
     table.add_row("API docs", f"{url}/docs")
-    table.add_row("Ray dashboard", f"http://{context.dashboard_url}")
+    dashboard = context.dashboard_url
+    table.add_row("Ray dashboard", f"http://{dashboard}" if dashboard else "(not running)")
     table.add_row("admin key", f"{key}  (also in {settings.home / 'api_key'})")
     console.print(table)
     console.print("Ctrl-C (or `rayvisor down`) stops the tree and the API")
