@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from ray.exceptions import RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from starlette.exceptions import HTTPException
 
 from runtime.errors import Conflict, LogicalError, NotFound
@@ -73,6 +73,25 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+# A part the request needs is down (PostgreSQL, a task manager restarting): 503, retry.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    RayActorError,
+    ActorUnavailableError,
+)
+
+
+def _unavailable(exc: BaseException) -> JSONResponse:
+    return problem(
+        503,
+        f"a service this request needs is unavailable: {exc!r}"[:500],
+        headers={"Retry-After": "1"},
+    )
+
+
 _STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (LogicalError, 422),
@@ -98,10 +117,18 @@ def install(app: FastAPI) -> None:
         for kind, status in _STATUS_OF:
             if isinstance(cause, kind):
                 return problem(status, str(cause))
+        if isinstance(cause, _UNAVAILABLE):
+            return _unavailable(cause)
         raise exc
 
     for kind in (RayTaskError, NotFound, LogicalError, Conflict):
         app.add_exception_handler(kind, _runtime)
+
+    async def _outage(_: Request, exc: Exception) -> JSONResponse:
+        return _unavailable(exc)
+
+    for kind in _UNAVAILABLE:
+        app.add_exception_handler(kind, _outage)
 
     @app.exception_handler(asyncpg.ForeignKeyViolationError)
     async def _unknown_reference(_: Request, exc: asyncpg.ForeignKeyViolationError) -> JSONResponse:

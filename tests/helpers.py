@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -49,3 +52,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Listener:
+    """Reads an SSE stream on a daemon thread (it ends with its client); events land in
+    `events`, for `take` to wait on with a deadline."""
+
+    def __init__(self, client: Any, path: str, **options: object) -> None:
+        self.events: queue.Queue[Any] = queue.Queue()
+        self._stream: Iterator[Any] = client.stream(path, **options)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for event in self._stream:
+            self.events.put(event)
+
+    def take(self, count: int, timeout_s: float = 30) -> list[Any]:
+        return [self.events.get(timeout=timeout_s) for _ in range(count)]
+
+    def nothing_more(self, within_s: float = 1.0) -> bool:
+        try:
+            extra = self.events.get(timeout=within_s)
+        except queue.Empty:
+            return True
+        raise AssertionError(f"unexpected event {extra}")

@@ -3,43 +3,14 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
+from helpers import Listener
 
-from runtime.client import Client, ServerSentEvent
+from runtime.client import Client
 
 pytestmark = pytest.mark.integration
-
-
-class Listener:
-    """Reads a stream on a thread until told to stop; events land in `events`."""
-
-    def __init__(self, client: Client, path: str, **options: object) -> None:
-        self.events: queue.Queue[ServerSentEvent] = queue.Queue()
-        self._stop = threading.Event()
-        self._stream: Iterator[ServerSentEvent] = client.stream(path, **options)  # type: ignore[arg-type]
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        for event in self._stream:
-            self.events.put(event)
-            if self._stop.is_set():
-                break
-
-    def take(self, count: int, timeout_s: float = 30) -> list[ServerSentEvent]:
-        return [self.events.get(timeout=timeout_s) for _ in range(count)]
-
-    def nothing_more(self, within_s: float = 1.0) -> bool:
-        try:
-            extra = self.events.get(timeout=within_s)
-        except queue.Empty:
-            return True
-        raise AssertionError(f"unexpected event {extra}")
 
 
 def _share(rv: Client, type_: str, confidence: float, content: str) -> dict:
