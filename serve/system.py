@@ -14,6 +14,7 @@ from runtime.bus import Bus
 from runtime.config import Settings
 from runtime.store.pool import create_pool
 from serve.auth import Authenticator
+from serve.batching import SubmitBatcher
 from supervisors.tree import get_root
 
 __all__ = ["System"]
@@ -26,6 +27,7 @@ class System:
     bus: Bus
     auth: Authenticator
     tasks: TaskClient
+    submits: SubmitBatcher
     started_at: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -36,12 +38,14 @@ class System:
         bus = await Bus.connect(
             settings.nats_servers, name="rayvisor-http", stream=settings.stream_name
         )
+        tasks = TaskClient(settings.namespace, settings.task_shards)
         return cls(
             settings=settings,
             pool=pool,
             bus=bus,
             auth=Authenticator(pool, settings.http.key_cache_s),
-            tasks=TaskClient(settings.namespace, settings.task_shards),
+            tasks=tasks,
+            submits=SubmitBatcher(tasks),
         )
 
     def root(self) -> Any | None:

@@ -37,7 +37,7 @@ async def create_task(
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key
     new_id = uuid4()
-    stored = await system.tasks.submit(**item, id=str(new_id))
+    stored = await system.submits.submit({**item, "id": str(new_id)})
     if stored["id"] != str(new_id):
         response.status_code = 200
     return Task.model_validate(stored)

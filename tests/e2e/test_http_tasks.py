@@ -111,3 +111,32 @@ def test_cancel_a_running_task(http_system) -> None:
         )
         wait_until(lambda: rv.get_task(task["id"])["status"] == "running", timeout_s=30)
         assert rv.cancel_task(task["id"])["status"] == "cancelled"
+
+
+def test_concurrent_submits_each_get_their_own_answer(http_system) -> None:
+    """Requests arriving together are stored together; a bad one is refused alone."""
+    import asyncio
+
+    from runtime.client import AsyncClient
+
+    cap = _cap()
+
+    async def burst() -> list[object]:
+        async with AsyncClient(http_system.url, http_system.keys["unlimited"]) as rv:
+            bodies = [{"title": f"t{n}", "required_capabilities": [cap]} for n in range(40)]
+            for n in (7, 23):
+                bodies[n]["dependencies"] = [str(uuid.uuid4())]
+            return await asyncio.gather(
+                *(rv.submit_task(b) for b in bodies), return_exceptions=True
+            )
+
+    answers = asyncio.run(burst())
+    refused = [n for n, a in enumerate(answers) if isinstance(a, ApiError)]
+    assert refused == [7, 23]
+    assert all(answers[n].status == 422 for n in refused)
+    stored = [a for a in answers if isinstance(a, dict)]
+    assert sorted(t["title"] for t in stored) == sorted(
+        f"t{n}" for n in range(40) if n not in (7, 23)
+    )
+    with http_system.client("read") as rv:
+        assert len(rv.list_tasks(capability=cap, limit=100)["items"]) == 38

@@ -1,0 +1,69 @@
+"""Concurrent `POST /api/v1/tasks` requests share one `submit_many` call.
+
+One submit per request costs the task manager one round trip and one transaction each;
+under load the requests that arrive while a call is in flight go together in the next
+one (as group commit does for writes), so a lone request waits for nothing and a burst
+costs a few calls. A batch refused as a whole (one item names an unknown dependency, say)
+is retried item by item, so each request gets its own answer and no other is refused
+for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.tasks import TaskClient
+
+__all__ = ["SubmitBatcher"]
+
+
+class SubmitBatcher:
+    def __init__(self, tasks: TaskClient, max_batch: int = 256) -> None:
+        self.tasks = tasks
+        self.max_batch = max_batch
+        self.calls = 0
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def submit(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Store one task (as `TaskClient.submit`), batched with whatever else is waiting."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_while_pending())
+        return await future
+
+    async def _send_while_pending(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            await self._send(batch)
+
+    async def _send(
+        self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]
+    ) -> None:
+        self.calls += 1
+        try:
+            stored = await self.tasks.submit_many([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=exc)
+            else:  # find whose it is: each alone
+                await asyncio.gather(*(self._send([entry]) for entry in batch))
+            return
+        for (_, future), task in zip(batch, stored, strict=True):
+            _settle(future, result=task)
+
+
+def _settle(
+    future: asyncio.Future[dict[str, Any]],
+    result: dict[str, Any] | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():  # the request went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
