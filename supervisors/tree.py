@@ -40,6 +40,8 @@ __all__ = [
     "TreeSpec",
     "build_root_spec",
     "get_root",
+    "pool_actor_name",
+    "pool_supervisor_id",
     "start_tree",
     "stop_tree",
     "tree_from_settings",
@@ -107,6 +109,16 @@ def _policies(settings: Settings) -> dict[str, Any]:
 _SECTIONS = ("backoff", "heartbeat", "breaker")
 
 
+def pool_supervisor_id(template: str) -> str:
+    """The id of the pool supervisor that runs `template` (`pool-log-analysis`)."""
+    return f"pool-{template}".replace("_", "-")
+
+
+def pool_actor_name(template: str) -> str:
+    """Its Ray actor name (`sup:pool:log_analysis`)."""
+    return f"sup:pool:{template}"
+
+
 def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
     """A pool supervisor; the pool's own policy keys override the defaults key by key."""
     overrides: dict[str, Any] = {
@@ -123,7 +135,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
         {
             **defaults,
             **overrides,
-            "id": f"pool-{pool.id}".replace("_", "-"),
+            "id": pool_supervisor_id(pool.id),
             "strategy": Strategy.SIMPLE_ONE_FOR_ONE,
             "template": {
                 "id": pool.id.replace("_", "-"),
@@ -139,7 +151,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
     return ChildSpec(
         id=supervisor.id,
         supervisor=supervisor,
-        name=f"sup:pool:{pool.id}",
+        name=pool_actor_name(pool.id),
     )
 
 

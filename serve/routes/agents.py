@@ -16,6 +16,7 @@ from runtime.store import agents as agent_store
 from serve.auth import require
 from serve.deps import SystemDep, bad_input
 from serve.problems import Problem
+from supervisors.tree import pool_actor_name, pool_supervisor_id
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 
@@ -24,7 +25,7 @@ AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
 
 def _pool(system: SystemDep, template: str) -> Any:
     try:
-        return ray.get_actor(f"sup:pool:{template}", namespace=system.settings.namespace)
+        return ray.get_actor(pool_actor_name(template), namespace=system.settings.namespace)
     except ValueError:
         return None
 
@@ -52,8 +53,9 @@ async def spawn_agent(body: AgentSpawn, system: SystemDep) -> AgentSpawned:
     if pool is None:
         raise bad_input("body.template", f"no pool runs template {body.template!r}")
     agent_id = await pool.start_child.remote()
-    supervisor_id = (await pool.snapshot.remote())["id"]
-    return AgentSpawned(agent_id=agent_id, template=body.template, supervisor_id=supervisor_id)
+    return AgentSpawned(
+        agent_id=agent_id, template=body.template, supervisor_id=pool_supervisor_id(body.template)
+    )
 
 
 @router.get("/{agent_id}", response_model=AgentRecord, dependencies=[require(Scope.READ)])
