@@ -13,10 +13,11 @@ counted. Measurements alternate trivial/tasks for `--rounds` rounds, the figures
 rounds. Everything is on 127.0.0.1. Prints one JSON object on the last line of stdout.
 
 `--mode` picks how HTTP reaches the replica:
-- `direct` (the default): RAY_SERVE_THROUGHPUT_OPTIMIZED=1, i.e. direct ingress (each
-  ingress replica runs its own uvicorn on a port of its own, 30000+), user code and router
-  on the replica's main loop, no Serve logs to stderr. The requests go to the replica's port.
-- `proxy`: Serve's defaults; requests go through the Serve proxy actor on `http_port`.
+- `proxy` (the default, as `rayvisor up` runs it): requests go through the Serve proxy
+  actor on `http_port`.
+- `direct`: RAY_SERVE_THROUGHPUT_OPTIMIZED=1, i.e. direct ingress (each ingress replica
+  runs its own uvicorn on a port of its own, 30000+), user code and router on the
+  replica's main loop, no Serve logs to stderr. The requests go to the replica's port.
 - `haproxy`: direct ingress behind HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) on `http_port`.
 """
 
@@ -416,7 +417,7 @@ async def task_counts(database_url: str) -> dict[str, int]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=sorted(MODES), default="direct")
+    parser.add_argument("--mode", choices=sorted(MODES), default="proxy")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument(
         "--max-ongoing",
