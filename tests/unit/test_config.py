@@ -109,3 +109,15 @@ def test_cli_stops_with_the_field_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
     )
     assert result.returncode == 2
     assert "http_port" in result.stderr
+
+
+def test_cluster_yaml_installs_rayvisor_on_every_node() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    cluster = yaml.safe_load((Path(__file__).parents[2] / "cluster.yaml").read_text())
+    assert cluster["provider"]["type"] == "local"
+    assert any("pip install" in c and "rayvisor" in c for c in cluster["setup_commands"])
+    assert any("ray start --head" in c for c in cluster["head_start_ray_commands"])
+    assert any("ray start --address" in c for c in cluster["worker_start_ray_commands"])
