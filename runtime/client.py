@@ -75,6 +75,11 @@ def _stream_params(
     )
 
 
+def _keep_alive(event: ServerSentEvent) -> bool:
+    """The server's keep-alive comment, which httpx-sse hands over as an empty message."""
+    return event.event == "message" and not event.data
+
+
 class _Endpoints:
     """Every call of the API; `_send` (sync or async) is the subclass's."""
 
@@ -96,8 +101,15 @@ class _Endpoints:
         cursor: str | None = None,
         newest_first: bool = False,
     ) -> Any:
-        params = _clean({"status": status, "capability": capability, "limit": limit,
-                         "cursor": cursor, "newest_first": newest_first or None})
+        params = _clean(
+            {
+                "status": status,
+                "capability": capability,
+                "limit": limit,
+                "cursor": cursor,
+                "newest_first": newest_first or None,
+            }
+        )
         return self._send(_Call("GET", "/api/v1/tasks", params=params))
 
     def cancel_task(self, task_id: str) -> Any:
@@ -142,8 +154,9 @@ class _Endpoints:
         }
         return self._send(_Call("GET", "/api/v1/discoveries", params=params))
 
-    def create_key(self, name: str, scopes: list[str], rate_per_s: float = 50.0,
-                   burst: int = 100) -> Any:
+    def create_key(
+        self, name: str, scopes: list[str], rate_per_s: float = 50.0, burst: int = 100
+    ) -> Any:
         body = {"name": name, "scopes": scopes, "rate_per_s": rate_per_s, "burst": burst}
         return self._send(_Call("POST", "/api/v1/keys", body=body))
 
@@ -211,7 +224,7 @@ class Client(_Endpoints):
             if source.response.status_code >= 400:
                 source.response.read()
                 _answer(source.response)
-            yield from source.iter_sse()
+            yield from (e for e in source.iter_sse() if not _keep_alive(e))
 
     def close(self) -> None:
         self.http.close()
@@ -269,7 +282,8 @@ class AsyncClient(_Endpoints):
                 await source.response.aread()
                 _answer(source.response)
             async for event in source.aiter_sse():
-                yield event
+                if not _keep_alive(event):
+                    yield event
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -70,6 +70,7 @@ def http_system(services, ray_session) -> Iterator[HttpSystem]:
         nats_url=services.nats_url,
         namespace=namespace,
         http_port=free_port(),
+        http={"keep_alive_s": 1.0},
         tree={"pools": [ECHO_POOL]},
     )
     start_tree(tree_from_settings(settings), namespace, 120)

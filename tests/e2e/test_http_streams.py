@@ -124,3 +124,20 @@ def test_discovery_listing_filters(http_system) -> None:
         first = rv.list_discoveries(types=[kind], limit=2)
         rest = rv.list_discoveries(types=[kind], limit=2, cursor=first["next_cursor"])
         assert len(first["items"]) == 2 and len(rest["items"]) == 1
+
+
+def test_a_quiet_stream_sends_keep_alive_comments(http_system) -> None:
+    headers = {"Authorization": f"Bearer {http_system.keys['read']}"}
+    with (
+        http_system.raw() as http,
+        http.stream(
+            "GET",
+            "/api/v1/events/stream",
+            params={"subject": "projects.nobody.completed"},
+            headers=headers,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        comment = next(line for line in response.iter_lines() if line)
+    assert comment.startswith(":")
