@@ -75,7 +75,6 @@ class _Task:
     seq: int
     waiting_on: set[UUID] = field(default_factory=set)
     avoid: set[str] = field(default_factory=set)
-    call: asyncio.Task[Any] | None = None
 
     @property
     def id(self) -> UUID:
@@ -296,6 +295,7 @@ class TaskManager(Supervised):
                 live.move(S.ASSIGNED)
                 live.set(attempt=live.record.attempt + 1, assigned_to=agent.agent_id,
                          started_at=_utcnow(), not_before=None)  # fmt: skip
+                live.move(S.RUNNING)  # in its agent's hands with the call below: one write
                 leases.append((live, agent))
             if not leases:
                 continue
@@ -314,38 +314,61 @@ class TaskManager(Supervised):
                     self._enqueue(live)
                 await asyncio.sleep(0.5)
                 continue
-            for live, agent in leases:
-                live.call = self._spawn(self._run(live, agent, live.record.attempt))
+            for agent, batch in _batches(leases):
+                self._spawn(self._run_batch(agent, batch))
 
-    async def _run(self, live: _Task, agent: AgentEntry, attempt: int) -> None:
-        """One lease: call the agent, then settle the outcome if it is still current."""
-        ref = agent.handle.run.remote(live.envelope())
-        if live.record.attempt == attempt and live.record.status is S.ASSIGNED:
-            live.move(S.RUNNING)
-            self._spawn(self._commit([live.row()]))
+    async def _run_batch(self, agent: AgentEntry, batch: list[_Task]) -> None:
+        """Leases on one agent in one streaming call: each chunk of outcomes is settled
+        (and committed together) as it comes; every lease the call leaves open when it
+        ends (the agent died, or sent no outcome for it) fails as the agent's fault."""
+        open_leases = {str(t.id): (t, t.record.attempt) for t in batch}
+        failure = _failure("fatal", "NoOutcome", f"agent {agent.agent_id} sent no outcome")
         try:
-            outcome = await ref
+            async for ref in agent.handle.run_many.remote([t.envelope() for t in batch]):
+                chunk = await ref
+                for task_id, outcome in chunk:
+                    self._settle_lease(open_leases, task_id, outcome, agent.agent_id)
+                await self._flush_changes()
         except RayActorError as exc:
             self.registry.remove(agent.agent_id)
-            outcome = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
+            failure = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
         except RayError as exc:
-            outcome = _failure("fatal", type(exc).__name__, str(exc)[:2000])
-        except asyncio.CancelledError:
-            return
+            failure = _failure("fatal", type(exc).__name__, str(exc)[:2000])
+        except asyncio.CancelledError:  # this shard is stopping: the next one re-queues
+            open_leases.clear()
+            raise
         finally:
-            self.registry.release(agent.agent_id)
-            self._wake.set()
+            for task_id in list(open_leases):
+                self._settle_lease(open_leases, task_id, failure, agent.agent_id)
+        await self._flush_changes()
+
+    def _settle_lease(
+        self,
+        open_leases: dict[str, tuple[_Task, int]],
+        task_id: str,
+        outcome: dict[str, Any],
+        agent_id: str,
+    ) -> None:
+        """Close one lease of a batch: free its slot, settle it if still current."""
+        lease = open_leases.pop(task_id, None)
+        if lease is None:
+            return  # not one of this batch's leases (or already closed)
+        self.registry.release(agent_id)
+        self._wake.set()
         with contextlib.suppress(StaleAttempt):
-            await self._settle(live.id, attempt, outcome, agent.agent_id)
+            self._settle_now(lease[0].id, lease[1], outcome, agent_id)
 
     async def report_result(self, task_id: str, attempt: int, outcome: dict[str, Any]) -> bool:
         """Settle an attempt from outside (an agent reporting late); StaleAttempt if stale."""
-        await self._settle(UUID(task_id), attempt, outcome, None)
+        self._settle_now(UUID(task_id), attempt, outcome, None)
+        await self._flush_changes()
         return True
 
-    async def _settle(
+    def _settle_now(
         self, task_id: UUID, attempt: int, outcome: dict[str, Any], agent_id: str | None
     ) -> None:
+        """Apply an attempt's outcome in memory (the caller flushes); StaleAttempt if the
+        attempt is not the current one."""
         live = self.tasks.get(task_id)
         if live is None or live.record.attempt != attempt or live.record.status not in (
             S.ASSIGNED, S.RUNNING,
@@ -367,7 +390,6 @@ class TaskManager(Supervised):
                 error = {"category": "logical", "type": "BadOutcome",
                          "reason": f"an agent returned {outcome!r:.200}"}  # fmt: skip
             self._retry_or_fail(live, error, agent_id)
-        await self._flush_changes()
 
     def _retry_or_fail(
         self, live: _Task, error: dict[str, Any], agent_id: str | None = None
@@ -614,6 +636,19 @@ class TaskManager(Supervised):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _batches(leases: list[tuple[_Task, AgentEntry]]) -> list[tuple[AgentEntry, list[_Task]]]:
+    """Leases grouped by agent, in order, at most half an agent's capacity per batch: the
+    agent works through one batch while the outcomes of the one before travel back."""
+    by_agent: dict[str, tuple[AgentEntry, list[_Task]]] = {}
+    for live, agent in leases:
+        by_agent.setdefault(agent.agent_id, (agent, []))[1].append(live)
+    batches = []
+    for agent, tasks in by_agent.values():
+        size = max(1, agent.capacity // 2)
+        batches += [(agent, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+    return batches
 
 
 def _failure(category: str, kind: str, reason: str) -> dict[str, Any]:
