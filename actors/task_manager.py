@@ -194,7 +194,7 @@ class TaskManager(Supervised):
             known[record.id] = record.status
         stored = await task_store.insert_many(self.pool, records)
         new = [self._adopt(task) for task, created in stored if created]
-        await self._resolve_dependencies(new)
+        await self._resolve_dependencies([t for t in new if t.record.status is S.PENDING])
         views = [self._view(self.tasks.get(task.id) or task) for task, _ in stored]
         await self._flush_changes()
         self._wake.set()
@@ -212,7 +212,9 @@ class TaskManager(Supervised):
             raise LogicalError(f"invalid task: {exc}") from None
         if shard_of(task_id, self.shards) != self.shard:
             raise LogicalError(f"task {task_id} belongs to shard {shard_of(task_id, self.shards)}")
-        return Task(id=task_id, status=S.PENDING, **create.model_dump())
+        # with nothing to wait for, a task is stored queued: no second write to queue it
+        status = S.PENDING if create.dependencies else S.QUEUED
+        return Task(id=task_id, status=status, **create.model_dump())
 
     def _new_id(self) -> UUID:
         while True:
