@@ -226,10 +226,14 @@ class OutboxRelay:
         self.failures = 0
         self._wake = asyncio.Event()
 
-    async def publish_pending(self) -> int:
-        """One batch; returns how many rows it published (0 if another relay holds the lock)."""
+    async def publish_pending(self, conn: asyncpg.Connection | None = None) -> int:
+        """One batch, on `conn` or a connection of the pool; returns how many rows it
+        published (0 if another relay holds the lock)."""
+        if conn is None:
+            async with self.pool.acquire() as conn:
+                return await self.publish_pending(conn)
         sent: list[int] = []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
                 return 0
             rows = await conn.fetch(
@@ -262,7 +266,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; woken by NOTIFY, polling as a fallback."""
+        """Publish until `stop` is set; woken by NOTIFY, polling as a fallback. The
+        connection that listens also does the work (no pool round trip per batch)."""
         listener: asyncpg.Connection | None = None
         while not stop.is_set():
             self._wake.clear()
@@ -270,7 +275,7 @@ class OutboxRelay:
                 if listener is None or listener.is_closed():
                     listener = await self.pool.acquire()
                     await listener.add_listener(NOTIFY_CHANNEL, self.wake)
-                while await self.publish_pending() == self.batch_size and not stop.is_set():
+                while await self.publish_pending(listener) == self.batch_size and not stop.is_set():
                     pass
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("outbox relay: database unavailable: %r", exc)
