@@ -491,10 +491,12 @@ class TaskManager(Supervised):
     def _forget(self, live: _Task) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         self.tasks.pop(live.id, None)
-        view = self._view(live.record)
-        for future in self._waiters.pop(live.id, []):
-            if not future.done():
-                future.set_result(view)
+        waiters = self._waiters.pop(live.id, None)
+        if waiters:
+            view = self._view(live.record)
+            for future in waiters:
+                if not future.done():
+                    future.set_result(view)
 
     # ---- cancel, deadlines, delayed retries -----------------------------------------------
 
