@@ -51,7 +51,7 @@ class Agent(ABC):
 
     capabilities: ClassVar[frozenset[str] | set[str]] = frozenset()
     """What this agent can do; a task is matched on its `required_capabilities`."""
-    prefetch: ClassVar[int] = 8
+    prefetch: ClassVar[int] = 16
     """Tasks the TaskManager may hand this agent at once: one runs, the rest wait at the
     agent, so it goes straight to the next one (1 = strictly one at a time)."""
 

@@ -84,7 +84,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CRASH_REASON = "restarted after crash"
-IDLE_LINGER_S = 0.05
+IDLE_LINGER_S = 0.5
 REPORT_AFTER_S = 0.01  # longest a ready outcome of a batch waits for the next one
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
