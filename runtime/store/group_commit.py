@@ -1,10 +1,11 @@
 """Group commit: task state changes from many callers written in one statement.
 
 A caller hands its rows (full task states) and events to `write()` and waits. The
-committer gathers everything that arrives within `window_s` of the first item and writes
-it with one statement (the rows' UPDATE and the events' outbox INSERT as data-modifying
-CTEs over `unnest`ed arrays, plus the outbox NOTIFY), which PostgreSQL runs as one
-transaction: one round trip per batch, however many rows. Then it wakes all the callers.
+committer gathers everything that arrives within `window_s` of the first item (and for as
+long as the batch before is still being written) and writes it with one statement: the
+rows' UPDATE and the events' outbox INSERT as data-modifying CTEs over `unnest`ed arrays,
+plus the outbox NOTIFY, which PostgreSQL runs as one transaction. One round trip per
+batch, however many rows; then it wakes all the callers.
 A change is acknowledged only after it is durable; throughput no longer stops at one
 transaction per change. If the statement fails, every caller in the batch gets the
 exception and nothing of the batch is written.
@@ -131,11 +132,16 @@ class GroupCommitter:
     async def _flush_later(self) -> None:
         if self.window_s > 0:
             await asyncio.sleep(self.window_s)
-        batch, self._batch = self._batch, None
-        assert batch is not None
+        async with self._order:
+            # the batch stays open while the one before it commits: under load, each
+            # statement carries everything that arrived meanwhile
+            batch, self._batch = self._batch, None
+            assert batch is not None
+            await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
         try:
-            async with self._order:
-                await self._execute(batch.arguments())
+            await self._execute(batch.arguments())
         except BaseException as exc:
             batch.done.set_exception(exc)
             with contextlib.suppress(BaseException):
