@@ -299,25 +299,34 @@ class TaskManager(Supervised):
                          started_at=_utcnow(), not_before=None)  # fmt: skip
                 live.move(S.RUNNING)  # in its agent's hands with the call below: one write
                 leases.append((live, agent))
-            if not leases:
-                continue
-            events = [
-                TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
-                for t, a in leases
-            ]
-            try:
-                await self._commit([t.row() for t, _ in leases], events)
-            except Exception:
-                _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
-                for live, agent in leases:  # undo in memory: the database never saw them
-                    self.registry.release(agent.agent_id)
+            if leases:
+                self._spawn(self._start_leases(leases))
+
+    async def _start_leases(self, leases: list[tuple[_Task, AgentEntry]]) -> None:
+        """Record the leases, then call their agents. The dispatch loop does not wait for
+        this: the next round's leases form while these commit, and join the next batch."""
+        events = [
+            TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
+            for t, a in leases
+        ]
+        try:
+            await self._commit([t.row() for t, _ in leases], events)
+        except Exception:
+            _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
+            await asyncio.sleep(0.5)  # the slots stay taken meanwhile: a backoff
+            for live, agent in leases:  # undo in memory: the database never saw them
+                self.registry.release(agent.agent_id)
+                if live.record.status is S.RUNNING and live.record.assigned_to == agent.agent_id:
                     live.record.__dict__.update(status=S.QUEUED, assigned_to=None,
                                                 attempt=live.record.attempt - 1)  # fmt: skip
                     self._enqueue(live)
-                await asyncio.sleep(0.5)
-                continue
-            for agent, batch in _batches(leases):
-                self._spawn(self._run_batch(agent, batch))
+            return
+        for live, agent in leases:
+            if live.record.status is not S.RUNNING:  # ended meanwhile (cancelled, deadline)
+                self.registry.release(agent.agent_id)
+        current = [(t, a) for t, a in leases if t.record.status is S.RUNNING]
+        for agent, batch in _batches(current):
+            self._spawn(self._run_batch(agent, batch))
 
     async def _run_batch(self, agent: AgentEntry, batch: list[_Task]) -> None:
         """Leases on one agent in one streaming call: each chunk of outcomes is settled
