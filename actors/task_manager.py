@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -80,7 +81,7 @@ class _Task:
     def id(self) -> UUID:
         return self.record.id
 
-    @property
+    @functools.cached_property
     def required(self) -> frozenset[str]:
         return frozenset(self.record.required_capabilities)
 
@@ -214,7 +215,8 @@ class TaskManager(Supervised):
             raise LogicalError(f"task {task_id} belongs to shard {shard_of(task_id, self.shards)}")
         # with nothing to wait for, a task is stored queued: no second write to queue it
         status = S.PENDING if create.dependencies else S.QUEUED
-        return Task(id=task_id, status=status, **create.model_dump())
+        # TaskCreate checked every field as Task would; Task only adds its defaults
+        return Task.model_construct(id=task_id, status=status, **dict(create))
 
     def _new_id(self) -> UUID:
         while True:
