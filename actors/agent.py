@@ -51,9 +51,11 @@ class Agent(ABC):
 
     capabilities: ClassVar[frozenset[str] | set[str]] = frozenset()
     """What this agent can do; a task is matched on its `required_capabilities`."""
-    prefetch: ClassVar[int] = 8
+    prefetch: ClassVar[int] = 32
     """Tasks the TaskManager may hand this agent at once: one runs, the rest wait at the
-    agent, so it goes straight to the next one (1 = strictly one at a time)."""
+    agent, so it goes straight to the next one (1 = strictly one at a time). They travel
+    in batches of up to half of it, one call each way per batch. An agent whose tasks are
+    long should lower it, so that waiting tasks are not held behind its running one."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

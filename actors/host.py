@@ -11,8 +11,9 @@ Its life, as the supervisor drives it:
    saved state and records `-> starting -> running -> idle` (after `error` when the last
    incarnation crashed) with its status and announce events, all in one transaction; then
    runs `Agent.on_start` and starts the heartbeat on `agents.{id}.heartbeat`.
-4. `run(task)`: one task at a time (`idle -> busy -> idle`); `cancel(task_id)` answers on
-   the control group even while the handler runs.
+4. `run(task)`, or `run_many(tasks)` for a batch in one streaming call: one task at a time
+   (`idle -> busy`, and `idle` again once no task came for a short linger);
+   `cancel(task_id)` answers on the control group even while the handler runs.
 5. `rv_stop()`: `Agent.on_stop`, `-> stopping -> stopped`, connections closed.
 
 Guarantees:
@@ -37,6 +38,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -82,7 +84,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CRASH_REASON = "restarted after crash"
-IDLE_LINGER_S = 0.05
+IDLE_LINGER_S = 0.5
+REPORT_AFTER_S = 0.01  # longest a ready outcome of a batch waits for the next one
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -305,30 +308,47 @@ class AgentHost(Supervised):
 
     async def run(self, task: dict[str, Any]) -> dict[str, Any]:
         """Handle one task; see the module docstring for the shape of the outcome."""
-        if not isinstance(task, dict):
-            return _failed(LogicalError(f"a task must be a dict, got {type(task).__name__}"))
-        task_id = str(task.get("id") or uuid4())
-        with self._book:
-            if task_id in self._running or task_id in self._queued:
-                return _failed(LogicalError(f"task {task_id} is already on agent {self.child_id}"))
-            self._queued.add(task_id)
+        task_id, refused = self._admit(task)
+        if refused is not None:
+            return refused
         try:
-            async with self._task_lock:
-                if task_id in self._cancel_requested:
-                    return {"status": "cancelled"}
-                refusal = self._refusal()
-                if refusal is not None:
-                    return _failed(refusal)
-                try:
-                    if self._lifecycle.state is not AgentState.BUSY:  # busy through a burst
-                        await self._transition(AgentState.BUSY, f"task {task_id}")
-                except (*_DB_ERRORS, Conflict) as exc:
-                    return _failed(TransientError(f"cannot record the agent busy: {exc!r}"))
-                return await self._run_handler(task_id, task)
+            return await self._run_admitted(task_id, task)
         finally:
-            with self._book:
-                self._queued.discard(task_id)
-                self._cancel_requested.discard(task_id)
+            self._discharge(task_id)
+
+    async def run_many(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[Any]]:
+        """Handle tasks one after another, in order; yields `[task_id, outcome]` pairs in
+        chunks (a Ray streaming call), so one call carries a batch both ways.
+
+        Every task is queued here at once, so `cancel` finds it before it starts. Outcomes
+        that are ready go back together, but never wait more than `REPORT_AFTER_S` behind
+        a task still running: the TaskManager settles them early, and does not re-run them
+        if this agent dies later in the batch.
+        """
+        admitted = [self._admit(task) for task in tasks]
+        waiting = {task_id for task_id, refused in admitted if refused is None}
+        ready: list[Any] = []
+        try:
+            for task, (task_id, outcome) in zip(tasks, admitted, strict=True):
+                if outcome is None:
+                    step = asyncio.ensure_future(self._run_admitted(task_id, task))
+                    try:
+                        if ready and not (await asyncio.wait({step}, timeout=REPORT_AFTER_S))[0]:
+                            yield ready
+                            ready = []
+                        outcome = await step
+                    except BaseException:  # the call itself ended: so does the handler
+                        step.cancel()
+                        raise
+                    finally:
+                        waiting.discard(task_id)
+                        self._discharge(task_id)
+                ready.append([task_id, outcome])
+            if ready:
+                yield ready
+        finally:
+            for task_id in waiting:  # the call ended before reaching them
+                self._discharge(task_id)
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     async def cancel(self, task_id: str) -> bool:
@@ -474,6 +494,41 @@ class AgentHost(Supervised):
         if not self._ready or state not in (AgentState.IDLE, AgentState.BUSY):
             return FatalError(f"agent {self.child_id or '(unstarted)'} is {state}, not idle")
         return None
+
+    def _admit(self, task: Any) -> tuple[str, dict[str, Any] | None]:
+        """Queue a task here (so `cancel` finds it); its id, and the outcome if refused."""
+        if not isinstance(task, dict):
+            refusal = LogicalError(f"a task must be a dict, got {type(task).__name__}")
+            return str(uuid4()), _failed(refusal)
+        task_id = str(task.get("id") or uuid4())
+        with self._book:
+            if task_id in self._running or task_id in self._queued:
+                return task_id, _failed(
+                    LogicalError(f"task {task_id} is already on agent {self.child_id}")
+                )
+            self._queued.add(task_id)
+        return task_id, None
+
+    def _discharge(self, task_id: str) -> None:
+        """The task has left this agent (ended, or its call did)."""
+        with self._book:
+            self._queued.discard(task_id)
+            self._cancel_requested.discard(task_id)
+
+    async def _run_admitted(self, task_id: str, task: dict[str, Any]) -> dict[str, Any]:
+        """Wait for the agent, then run the handler (the agent is busy through a burst)."""
+        async with self._task_lock:
+            if task_id in self._cancel_requested:
+                return {"status": "cancelled"}
+            refusal = self._refusal()
+            if refusal is not None:
+                return _failed(refusal)
+            try:
+                if self._lifecycle.state is not AgentState.BUSY:
+                    await self._transition(AgentState.BUSY, f"task {task_id}")
+            except (*_DB_ERRORS, Conflict) as exc:
+                return _failed(TransientError(f"cannot record the agent busy: {exc!r}"))
+            return await self._run_handler(task_id, task)
 
     async def _run_handler(self, task_id: str, task: dict[str, Any]) -> dict[str, Any]:
         assert self.agent is not None and self.ctx is not None

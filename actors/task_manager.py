@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -75,13 +76,12 @@ class _Task:
     seq: int
     waiting_on: set[UUID] = field(default_factory=set)
     avoid: set[str] = field(default_factory=set)
-    call: asyncio.Task[Any] | None = None
 
     @property
     def id(self) -> UUID:
         return self.record.id
 
-    @property
+    @functools.cached_property
     def required(self) -> frozenset[str]:
         return frozenset(self.record.required_capabilities)
 
@@ -195,7 +195,7 @@ class TaskManager(Supervised):
             known[record.id] = record.status
         stored = await task_store.insert_many(self.pool, records)
         new = [self._adopt(task) for task, created in stored if created]
-        await self._resolve_dependencies(new)
+        await self._resolve_dependencies([t for t in new if t.record.status is S.PENDING])
         views = [self._view(self.tasks.get(task.id) or task) for task, _ in stored]
         await self._flush_changes()
         self._wake.set()
@@ -213,7 +213,10 @@ class TaskManager(Supervised):
             raise LogicalError(f"invalid task: {exc}") from None
         if shard_of(task_id, self.shards) != self.shard:
             raise LogicalError(f"task {task_id} belongs to shard {shard_of(task_id, self.shards)}")
-        return Task(id=task_id, status=S.PENDING, **create.model_dump())
+        # with nothing to wait for, a task is stored queued: no second write to queue it
+        status = S.PENDING if create.dependencies else S.QUEUED
+        # TaskCreate checked every field as Task would; Task only adds its defaults
+        return Task.model_construct(id=task_id, status=status, **dict(create))
 
     def _new_id(self) -> UUID:
         while True:
@@ -296,56 +299,89 @@ class TaskManager(Supervised):
                 live.move(S.ASSIGNED)
                 live.set(attempt=live.record.attempt + 1, assigned_to=agent.agent_id,
                          started_at=_utcnow(), not_before=None)  # fmt: skip
+                live.move(S.RUNNING)  # in its agent's hands with the call below: one write
                 leases.append((live, agent))
-            if not leases:
-                continue
-            events = [
-                TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
-                for t, a in leases
-            ]
-            try:
-                await self._commit([t.row() for t, _ in leases], events)
-            except Exception:
-                _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
-                for live, agent in leases:  # undo in memory: the database never saw them
-                    self.registry.release(agent.agent_id)
+            if leases:
+                self._spawn(self._start_leases(leases))
+
+    async def _start_leases(self, leases: list[tuple[_Task, AgentEntry]]) -> None:
+        """Record the leases, then call their agents. The dispatch loop does not wait for
+        this: the next round's leases form while these commit, and join the next batch."""
+        events = [
+            TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
+            for t, a in leases
+        ]
+        try:
+            await self._commit([t.row() for t, _ in leases], events)
+        except Exception:
+            _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
+            await asyncio.sleep(0.5)  # the slots stay taken meanwhile: a backoff
+            for live, agent in leases:  # undo in memory: the database never saw them
+                self.registry.release(agent.agent_id)
+                if live.record.status is S.RUNNING and live.record.assigned_to == agent.agent_id:
                     live.record.__dict__.update(status=S.QUEUED, assigned_to=None,
                                                 attempt=live.record.attempt - 1)  # fmt: skip
                     self._enqueue(live)
-                await asyncio.sleep(0.5)
-                continue
-            for live, agent in leases:
-                live.call = self._spawn(self._run(live, agent, live.record.attempt))
+            return
+        for live, agent in leases:
+            if live.record.status is not S.RUNNING:  # ended meanwhile (cancelled, deadline)
+                self.registry.release(agent.agent_id)
+        current = [(t, a) for t, a in leases if t.record.status is S.RUNNING]
+        for agent, batch in _batches(current):
+            self._spawn(self._run_batch(agent, batch))
 
-    async def _run(self, live: _Task, agent: AgentEntry, attempt: int) -> None:
-        """One lease: call the agent, then settle the outcome if it is still current."""
-        ref = agent.handle.run.remote(live.envelope())
-        if live.record.attempt == attempt and live.record.status is S.ASSIGNED:
-            live.move(S.RUNNING)
-            self._spawn(self._commit([live.row()]))
+    async def _run_batch(self, agent: AgentEntry, batch: list[_Task]) -> None:
+        """Leases on one agent in one streaming call: each chunk of outcomes is settled
+        (and committed together) as it comes; every lease the call leaves open when it
+        ends (the agent died, or sent no outcome for it) fails as the agent's fault."""
+        open_leases = {str(t.id): (t, t.record.attempt) for t in batch}
+        failure = _failure("fatal", "NoOutcome", f"agent {agent.agent_id} sent no outcome")
         try:
-            outcome = await ref
+            async for ref in agent.handle.run_many.remote([t.envelope() for t in batch]):
+                chunk = await ref
+                for task_id, outcome in chunk:
+                    self._settle_lease(open_leases, task_id, outcome, agent.agent_id)
+                await self._flush_changes()
         except RayActorError as exc:
             self.registry.remove(agent.agent_id)
-            outcome = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
+            failure = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
         except RayError as exc:
-            outcome = _failure("fatal", type(exc).__name__, str(exc)[:2000])
-        except asyncio.CancelledError:
-            return
+            failure = _failure("fatal", type(exc).__name__, str(exc)[:2000])
+        except asyncio.CancelledError:  # this shard is stopping: the next one re-queues
+            open_leases.clear()
+            raise
         finally:
-            self.registry.release(agent.agent_id)
-            self._wake.set()
+            for task_id in list(open_leases):
+                self._settle_lease(open_leases, task_id, failure, agent.agent_id)
+        await self._flush_changes()
+
+    def _settle_lease(
+        self,
+        open_leases: dict[str, tuple[_Task, int]],
+        task_id: str,
+        outcome: dict[str, Any],
+        agent_id: str,
+    ) -> None:
+        """Close one lease of a batch: free its slot, settle it if still current."""
+        lease = open_leases.pop(task_id, None)
+        if lease is None:
+            return  # not one of this batch's leases (or already closed)
+        self.registry.release(agent_id)
+        self._wake.set()
         with contextlib.suppress(StaleAttempt):
-            await self._settle(live.id, attempt, outcome, agent.agent_id)
+            self._settle_now(lease[0].id, lease[1], outcome, agent_id)
 
     async def report_result(self, task_id: str, attempt: int, outcome: dict[str, Any]) -> bool:
         """Settle an attempt from outside (an agent reporting late); StaleAttempt if stale."""
-        await self._settle(UUID(task_id), attempt, outcome, None)
+        self._settle_now(UUID(task_id), attempt, outcome, None)
+        await self._flush_changes()
         return True
 
-    async def _settle(
+    def _settle_now(
         self, task_id: UUID, attempt: int, outcome: dict[str, Any], agent_id: str | None
     ) -> None:
+        """Apply an attempt's outcome in memory (the caller flushes); StaleAttempt if the
+        attempt is not the current one."""
         live = self.tasks.get(task_id)
         if live is None or live.record.attempt != attempt or live.record.status not in (
             S.ASSIGNED, S.RUNNING,
@@ -367,7 +403,6 @@ class TaskManager(Supervised):
                 error = {"category": "logical", "type": "BadOutcome",
                          "reason": f"an agent returned {outcome!r:.200}"}  # fmt: skip
             self._retry_or_fail(live, error, agent_id)
-        await self._flush_changes()
 
     def _retry_or_fail(
         self, live: _Task, error: dict[str, Any], agent_id: str | None = None
@@ -467,10 +502,12 @@ class TaskManager(Supervised):
     def _forget(self, live: _Task) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         self.tasks.pop(live.id, None)
-        view = self._view(live.record)
-        for future in self._waiters.pop(live.id, []):
-            if not future.done():
-                future.set_result(view)
+        waiters = self._waiters.pop(live.id, None)
+        if waiters:
+            view = self._view(live.record)
+            for future in waiters:
+                if not future.done():
+                    future.set_result(view)
 
     # ---- cancel, deadlines, delayed retries -----------------------------------------------
 
@@ -614,6 +651,19 @@ class TaskManager(Supervised):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _batches(leases: list[tuple[_Task, AgentEntry]]) -> list[tuple[AgentEntry, list[_Task]]]:
+    """Leases grouped by agent, in order, at most half an agent's capacity per batch: the
+    agent works through one batch while the outcomes of the one before travel back."""
+    by_agent: dict[str, tuple[AgentEntry, list[_Task]]] = {}
+    for live, agent in leases:
+        by_agent.setdefault(agent.agent_id, (agent, []))[1].append(live)
+    batches = []
+    for agent, tasks in by_agent.values():
+        size = max(1, agent.capacity // 2)
+        batches += [(agent, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+    return batches
 
 
 def _failure(category: str, kind: str, reason: str) -> dict[str, Any]:

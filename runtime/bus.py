@@ -6,8 +6,9 @@ Guarantees:
   stored once.
 - Events that go with a state change are written to the `outbox` table in the same
   transaction as the change (`runtime.store.outbox.add`); `OutboxRelay` publishes them in
-  order, one acknowledged publish after another, and marks them sent. Neither a NATS nor a
-  PostgreSQL outage loses one: it is published at least once and deduplicated by id.
+  order, a batch at a time (pipelined on one connection, every ack awaited), and marks
+  them sent. Neither a NATS nor a PostgreSQL outage loses one: it is published at least
+  once and deduplicated by id.
 - A subscriber never dies of a bad payload: it is logged, counted in
   `Bus.invalid_payloads`, and skipped.
 """
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -124,6 +125,39 @@ class Bus:
         else:
             await self.nc.publish(subject, payload, headers=all_headers)
 
+    async def publish_many(
+        self,
+        messages: Sequence[tuple[str, bytes, str, Mapping[str, str] | None]],
+        *,
+        timeout_s: float = 5,
+    ) -> list[Exception | None]:
+        """Publish (subject, payload, msg_id, headers) messages in order, pipelined: all go
+        out on the connection, then the JetStream acks are awaited together (for at most
+        `timeout_s`). Returns each one's error, None when it was acknowledged (or sent, when
+        not durable); the list stops after a message that could not be sent at all."""
+        acks: list[asyncio.Future[Any] | None] = []
+        errors: list[Exception | None] = []
+        for subject, payload, msg_id, headers in messages:
+            all_headers = {**telemetry.carrier(), **(headers or {}), "Nats-Msg-Id": msg_id}
+            try:
+                if is_durable(subject):
+                    acks.append(await self.js.publish_async(
+                        subject, payload, stream=self.stream, headers=all_headers
+                    ))  # fmt: skip
+                else:
+                    await self.nc.publish(subject, payload, headers=all_headers)
+                    acks.append(None)
+            except (NatsError, OSError) as exc:
+                errors.append(exc)
+                break
+        pending = [ack for ack in acks if ack is not None]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout_s)
+            for ack in late:
+                ack.cancel()  # frees its slot in the client's pending-acks window
+        outcomes = [None if a is None else _ack_error(a) for a in acks]
+        return outcomes + errors
+
     async def subscribe(
         self, subject: str, handler: Handler, *, queue: str = ""
     ) -> nats.aio.subscription.Subscription:
@@ -154,15 +188,24 @@ class Bus:
             await self.nc.drain()
 
 
+def _ack_error(ack: asyncio.Future[Any]) -> Exception | None:
+    """What became of a publish: its error, None if acknowledged; cancelled = no ack in time."""
+    if ack.cancelled():
+        return TimeoutError("no JetStream ack in time")
+    return ack.exception()  # type: ignore[return-value]  (acks fail with Exceptions only)
+
+
 _RELAY_LOCK_KEY = 0x72656C61  # "rela": one relay publishes at a time, so order holds
 
 
 class OutboxRelay:
     """Publishes `outbox` rows to JetStream in `seq` order and marks them sent.
 
-    Publishes are sequential and acknowledged: a row is marked sent only after JetStream
-    stored it, and nothing after it is sent before that, so the stream keeps the outbox's
-    order across an outage. Several relays may run; an advisory lock lets one at a time.
+    A batch is published in `seq` order on one connection, pipelined, and its acks are
+    awaited together: a row is marked sent only after JetStream acknowledged it and every
+    row before it, and the next batch starts only once this one is settled, so the stream
+    keeps the outbox's order (a retried publish is deduplicated by its id). Several relays
+    may run; an advisory lock lets one at a time.
     """
 
     def __init__(
@@ -183,10 +226,14 @@ class OutboxRelay:
         self.failures = 0
         self._wake = asyncio.Event()
 
-    async def publish_pending(self) -> int:
-        """One batch; returns how many rows it published (0 if another relay holds the lock)."""
+    async def publish_pending(self, conn: asyncpg.Connection | None = None) -> int:
+        """One batch, on `conn` or a connection of the pool; returns how many rows it
+        published (0 if another relay holds the lock)."""
+        if conn is None:
+            async with self.pool.acquire() as conn:
+                return await self.publish_pending(conn)
         sent: list[int] = []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
                 return 0
             rows = await conn.fetch(
@@ -194,18 +241,20 @@ class OutboxRelay:
                 " WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
                 self.batch_size,
             )
-            for row in rows:
-                try:
-                    await self.bus.publish_raw(
-                        row["subject"],
-                        json.dumps(row["payload"], separators=(",", ":")).encode(),
-                        str(row["id"]),
-                        headers=row["headers"],
-                        timeout_s=self.publish_timeout_s,
-                    )
-                except (NatsError, TimeoutError, OSError) as exc:
+            outcomes = await self.bus.publish_many(
+                [
+                    (r["subject"], json.dumps(r["payload"], separators=(",", ":")).encode(),
+                     str(r["id"]), r["headers"])
+                    for r in rows
+                ],
+                timeout_s=self.publish_timeout_s,
+            )  # fmt: skip
+            for row, error in zip(rows, outcomes, strict=False):
+                if error is not None:
+                    if not isinstance(error, NatsError | TimeoutError | OSError):
+                        raise error
                     self.failures += 1
-                    _log.warning("outbox relay: publish of %s failed: %r", row["id"], exc)
+                    _log.warning("outbox relay: publish of %s failed: %r", row["id"], error)
                     break
                 sent.append(row["seq"])
             if sent:
@@ -217,7 +266,8 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; woken by NOTIFY, polling as a fallback."""
+        """Publish until `stop` is set; woken by NOTIFY, polling as a fallback. The
+        connection that listens also does the work (no pool round trip per batch)."""
         listener: asyncpg.Connection | None = None
         while not stop.is_set():
             self._wake.clear()
@@ -225,7 +275,7 @@ class OutboxRelay:
                 if listener is None or listener.is_closed():
                     listener = await self.pool.acquire()
                     await listener.add_listener(NOTIFY_CHANNEL, self.wake)
-                while await self.publish_pending() == self.batch_size and not stop.is_set():
+                while await self.publish_pending(listener) == self.batch_size and not stop.is_set():
                     pass
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.warning("outbox relay: database unavailable: %r", exc)

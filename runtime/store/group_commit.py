@@ -1,25 +1,30 @@
-"""Group commit: task state changes from many callers written in one transaction.
+"""Group commit: task state changes from many callers written in one statement.
 
 A caller hands its rows (full task states) and events to `write()` and waits. The
-committer gathers everything that arrives within `window_s` of the first item, writes
-it with one `executemany` and one outbox insert in a single transaction, then wakes all
-the callers. A change is acknowledged only after it is durable; throughput no longer
-stops at one transaction per change. If the transaction fails, every caller in the
-batch gets the exception and nothing of the batch is written.
+committer gathers everything that arrives within `window_s` of the first item (and for as
+long as the batch before is still being written) and writes it with one statement: the
+rows' UPDATE and the events' outbox INSERT as data-modifying CTEs over `unnest`ed arrays,
+plus the outbox NOTIFY, which PostgreSQL runs as one transaction. One round trip per
+batch, however many rows; then it wakes all the callers.
+A change is acknowledged only after it is durable; throughput no longer stops at one
+transaction per change. If the statement fails, every caller in the batch gets the
+exception and nothing of the batch is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from runtime import telemetry
 from runtime.models.events import Event
-from runtime.store import outbox
+from runtime.store.outbox import NOTIFY_CHANNEL
 
 __all__ = ["TASK_STATE_COLUMNS", "GroupCommitter"]
 
@@ -35,12 +40,38 @@ TASK_STATE_COLUMNS: tuple[str, ...] = (
     "started_at",
     "finished_at",
 )
-
-_UPDATE = (
-    "UPDATE tasks SET "
-    + ", ".join(f"{name} = ${i}" for i, name in enumerate(TASK_STATE_COLUMNS, start=2))
-    + ", updated_at = now() WHERE id = $1"
+# (id, *TASK_STATE_COLUMNS) as arrays; jsonb goes as text (a list value would otherwise be
+# taken for a nested array) and is cast back in SQL.
+_ROW_TYPES = ("uuid", "text", "int", "text", "text", "text", "text", "timestamptz",
+              "timestamptz", "timestamptz")  # fmt: skip
+_JSON_COLUMNS = frozenset({"result", "error", "attempt_errors"})
+_JSON_INDEXES = frozenset(
+    i for i, c in enumerate(TASK_STATE_COLUMNS, start=1) if c in _JSON_COLUMNS
 )
+
+_COMMIT = f"""
+WITH changed AS (
+    UPDATE tasks AS t SET {
+    ", ".join(
+        f"{c} = v.{c}::jsonb" if c in _JSON_COLUMNS else f"{c} = v.{c}" for c in TASK_STATE_COLUMNS
+    )
+}, updated_at = now()
+    FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_ROW_TYPES, start=1))})
+        AS v(id, {", ".join(TASK_STATE_COLUMNS)})
+    WHERE t.id = v.id
+    RETURNING 1
+), queued AS (
+    INSERT INTO outbox (id, subject, payload, headers)
+    SELECT id, subject, payload::jsonb, $15::jsonb
+    FROM unnest($11::uuid[], $12::text[], $13::text[]) AS e(id, subject, payload)
+    RETURNING 1
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE $14::int > 0
+"""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
 
 @dataclass
@@ -51,9 +82,29 @@ class _Batch:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
+    def arguments(self) -> list[Any]:
+        """The statement's parameters: one array per column, then the events'."""
+        columns: list[list[Any]] = [[] for _ in _ROW_TYPES]
+        for row in self.rows.values():
+            for i, value in enumerate(row):
+                columns[i].append(_json(value) if i in _JSON_INDEXES else value)
+        events = self.events
+        return [
+            *columns,
+            [e.event_id for e in events],
+            [e.subject() for e in events],
+            [e.model_dump_json(by_alias=True) for e in events],
+            len(events),
+            telemetry.carrier(),
+        ]
+
 
 class GroupCommitter:
-    """Batches task state rows and their events into one transaction per window."""
+    """Batches task state rows and their events into one statement per window.
+
+    It keeps one connection of the pool for itself (no acquire and reset per batch) and
+    gives it back when a statement fails, taking a fresh one for the next batch.
+    """
 
     def __init__(self, pool: asyncpg.Pool, window_s: float = 0.005) -> None:
         self.pool = pool
@@ -63,6 +114,7 @@ class GroupCommitter:
         self._batch: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._order = asyncio.Lock()  # batches commit in the order they were formed
+        self._conn: asyncpg.Connection | None = None
 
     async def write(self, rows: Sequence[tuple[Any, ...]], events: Sequence[Event] = ()) -> None:
         """Durably write `rows` ((id, *TASK_STATE_COLUMNS) tuples) and `events`."""
@@ -80,13 +132,16 @@ class GroupCommitter:
     async def _flush_later(self) -> None:
         if self.window_s > 0:
             await asyncio.sleep(self.window_s)
-        batch, self._batch = self._batch, None
-        assert batch is not None
+        async with self._order:
+            # the batch stays open while the one before it commits: under load, each
+            # statement carries everything that arrived meanwhile
+            batch, self._batch = self._batch, None
+            assert batch is not None
+            await self._commit(batch)
+
+    async def _commit(self, batch: _Batch) -> None:
         try:
-            async with self._order, self.pool.acquire() as conn, conn.transaction():
-                if batch.rows:
-                    await conn.executemany(_UPDATE, list(batch.rows.values()))
-                await outbox.add(conn, batch.events)
+            await self._execute(batch.arguments())
         except BaseException as exc:
             batch.done.set_exception(exc)
             with contextlib.suppress(BaseException):
@@ -98,7 +153,23 @@ class GroupCommitter:
         self.rows_written += len(batch.rows)
         batch.done.set_result(None)
 
+    async def _execute(self, arguments: list[Any]) -> None:
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        try:
+            await self._conn.execute(_COMMIT, *arguments)
+        except BaseException:
+            await self._give_back()
+            raise
+
+    async def _give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
+
     async def close(self) -> None:
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+        await self._give_back()

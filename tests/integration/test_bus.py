@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import wait_for
+from nats.errors import Error as NatsError
 
 from runtime import telemetry
 from runtime.bus import Bus, subject_matches
@@ -81,3 +82,24 @@ def test_subject_matching() -> None:
     assert not subject_matches("tasks.*.result", "tasks.1.progress")
     assert not subject_matches("tasks.>", "tasks")
     assert not subject_matches("agents.*.status", "agents.a.b.status")
+
+
+async def test_publish_many_keeps_order_and_reports_each_ack(bus: Bus) -> None:
+    events = [discovery(content=f"finding {n}") for n in range(20)]
+    messages = [(e.subject(), e.to_json(), str(e.event_id), None) for e in events]
+
+    assert await bus.publish_many(messages) == [None] * 20
+    assert await bus.publish_many(messages[:5]) == [None] * 5  # repeats: acked, deduplicated
+
+    info = await bus.js.stream_info(bus.stream)
+    stored = [await bus.js.get_msg(bus.stream, seq) for seq in range(1, info.state.last_seq + 1)]
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [str(e.event_id) for e in events]
+
+
+async def test_publish_many_stops_at_a_message_it_cannot_send(bus: Bus) -> None:
+    closed = await Bus.connect(bus.nc.connected_url.geturl(), stream=bus.stream)
+    await closed.nc.close()
+    events = [discovery(content=f"lost {n}") for n in range(3)]
+    outcomes = await closed.publish_many([(e.subject(), e.to_json(), str(e.event_id), None)
+                                          for e in events])  # fmt: skip
+    assert len(outcomes) == 1 and isinstance(outcomes[0], NatsError)

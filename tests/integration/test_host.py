@@ -328,6 +328,60 @@ async def test_a_fatal_failure_marks_the_agent_and_tells_the_supervisor(
     assert "not idle" in refused["error"]["reason"]
 
 
+async def chunks_of(call: Any) -> list[list[list[Any]]]:
+    """Every chunk a `run_many` streaming call yields, in order."""
+    return [await ref async for ref in call]
+
+
+async def test_run_many_sends_ready_outcomes_before_a_slow_task_ends(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+    quick, slow, last = task(n=1), task(n=2, sleep_s=1.0), task(n=3)
+
+    chunks = await chunks_of(host.run_many.remote([quick, slow, last]))
+
+    assert chunks[0] == [[quick["id"], {"status": "completed", "result": {"n": 1}}]]
+    outcomes = [pair for chunk in chunks for pair in chunk]
+    assert [task_id for task_id, _ in outcomes] == [quick["id"], slow["id"], last["id"]]
+    assert all(outcome["status"] == "completed" for _, outcome in outcomes)
+
+
+async def test_run_many_cancels_a_task_waiting_in_its_batch(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+    sleeping, waiting = task(sleep_s=60), task(n=2)
+    call = chunks_of(host.run_many.remote([sleeping, waiting]))
+    gathered = asyncio.ensure_future(call)
+    await wait_for(lambda: _active(host, sleeping["id"]), timeout_s=10)
+
+    assert await host.cancel.remote(waiting["id"]) is True  # queued behind the sleeper
+    assert await host.cancel.remote(sleeping["id"]) is True
+
+    chunks = await asyncio.wait_for(gathered, 10)
+    assert [pair for chunk in chunks for pair in chunk] == [
+        [sleeping["id"], {"status": "cancelled"}],
+        [waiting["id"], {"status": "cancelled"}],
+    ]
+
+
+async def test_run_many_after_a_fatal_failure_refuses_the_rest_of_the_batch(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+    monitor = host.rv_monitor.remote()
+
+    chunks = await chunks_of(host.run_many.remote([task(fail="fatal"), task(n=2)]))
+
+    (_, failed), (_, refused) = [pair for chunk in chunks for pair in chunk]
+    assert failed["error"]["category"] == "fatal"
+    assert refused["error"]["category"] == "fatal"  # retried elsewhere by the TaskManager
+    assert "not idle" in refused["error"]["reason"]
+    assert (await asyncio.wait_for(monitor, 10))["reason"] == "fatal"
+    assert (await transitions(pool, agent_id))[-1][:2] == ("busy", "error")
+
+
 async def test_stop_records_stopping_then_stopped(
     start_host: Callable[..., Any], pool: asyncpg.Pool
 ) -> None:

@@ -132,6 +132,33 @@ async def _pid_of(pool: asyncpg.Pool, agent_id: str) -> int:
     return int(detail["pid"])
 
 
+async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome(
+    system, system_pool
+) -> None:
+    client, _ = await system(agents=1)
+    done_first, killed_in, behind = await client.submit_many(
+        [
+            {"title": "quick", "required_capabilities": ["echo"], "parameters": {"n": 1}},
+            {"title": "slow", "required_capabilities": ["echo"], "parameters": {"sleep_s": 5}},
+            {"title": "behind", "required_capabilities": ["echo"], "parameters": {"n": 3}},
+        ]
+    )  # one agent, one round: the three go to it in one batch, in this order
+    first = await client.wait(done_first["id"], timeout_s=30)  # reported before the slow one
+    assert first["status"] == "completed"
+    assert (await client.get(killed_in["id"]))["status"] == "running"
+    os.kill(await _pid_of(system_pool, first["assigned_to"]), signal.SIGKILL)
+
+    for task in (killed_in, behind):  # re-queued; the restarted agent takes them
+        done = await client.wait(task["id"], timeout_s=90)
+        assert done["status"] == "completed"
+        assert done["attempt"] == 2
+        assert done["attempt_errors"][0]["type"] == "AgentDied"
+    again = await client.get(done_first["id"])
+    assert again["attempt"] == 1 and again["attempt_errors"] == []  # never re-run
+    for task in (done_first, killed_in, behind):
+        assert await completed_rows(system_pool, task["id"]) == 1
+
+
 async def test_transient_errors_are_retried_until_max_attempts(system) -> None:
     client, _ = await system()
     task = await client.submit(title="flaky", required_capabilities=["echo"],
@@ -217,6 +244,24 @@ async def test_cancel_queued_and_running_tasks(system) -> None:
     quick = await client.submit(title="quick", required_capabilities=["echo"])
     assert (await client.wait(quick["id"], timeout_s=10))["status"] == "completed"
     assert (await client.get(running["id"]))["status"] == "cancelled"
+
+
+async def test_cancel_a_task_waiting_behind_another_in_its_agents_batch(system) -> None:
+    client, _ = await system(agents=1)
+    long, waiting = await client.submit_many(
+        [
+            {"title": "long", "required_capabilities": ["echo"], "parameters": {"sleep_s": 30}},
+            {"title": "waiting", "required_capabilities": ["echo"], "parameters": {"n": 2}},
+        ]
+    )  # one batch: `waiting` sits at the agent behind `long`
+    await wait_for(lambda: _status_is(client, waiting["id"], "running"), timeout_s=30)
+    assert (await client.cancel(waiting["id"]))["status"] == "cancelled"
+    assert (await client.cancel(long["id"]))["status"] == "cancelled"
+    quick = await client.submit(title="quick", required_capabilities=["echo"])
+    assert (await client.wait(quick["id"], timeout_s=10))["status"] == "completed"
+    for task in (long, waiting):
+        current = await client.get(task["id"])
+        assert current["status"] == "cancelled" and current["result"] is None
 
 
 async def _status_is(client: TaskClient, task_id: str, status: str) -> bool:
