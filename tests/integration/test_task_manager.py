@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -361,43 +360,3 @@ async def test_ten_thousand_tasks_through_four_agents(system, system_pool) -> No
         [UUID(i) for i in ids],
     )
     assert completed == 10_000
-
-
-async def rayvisor(namespace: str, *args: str) -> tuple[int, str, str]:
-    """The CLI against this session's Ray (by address: another cluster may be running)."""
-    env = {
-        **os.environ,
-        "RAYVISOR_NAMESPACE": namespace,
-        "RAYVISOR_RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-        "COLUMNS": "250",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "serve.cli", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 180)
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def test_cli_submit_wait_and_list(system) -> None:
-    client, _ = await system()
-    code, out, err = await rayvisor(
-        client.namespace, "submit", "from the cli", "-c", "echo", "-p", "n=7", "--wait"
-    )
-    assert code == 0, err
-    assert "completed" in out and '{"n": 7}' in out
-    code, out, err = await rayvisor(client.namespace, "tasks", "--status", "completed")
-    assert code == 0, err
-    assert "from the cli" in out
-
-
-async def test_cli_refuses_bad_input_and_changes_nothing(system, system_pool) -> None:
-    client, _ = await system()
-    before = await system_pool.fetchval("SELECT count(*) FROM tasks")
-    code, _, err = await rayvisor(client.namespace, "submit", "x", "--priority", "12")
-    assert code == 2 and "priority" in err
-    code, _, err = await rayvisor(client.namespace, "submit", "x", "-p", "novalue")
-    assert code == 2 and "key=value" in err
-    code, _, err = await rayvisor(client.namespace, "tasks", "--status", "exploded")
-    assert code == 2 and "status" in err
-    assert await system_pool.fetchval("SELECT count(*) FROM tasks") == before
