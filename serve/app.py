@@ -15,7 +15,7 @@ from ray import serve
 
 from runtime.config import Settings
 from serve import problems
-from serve.limits import BodyLimit
+from serve.limits import InputLimits
 from serve.routes import agents, discoveries, events, health, keys, metrics, supervisors, tasks
 from serve.system import System
 
@@ -37,7 +37,7 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
     problems.document(app)
     for module in (tasks, agents, supervisors, discoveries, events, metrics, keys, health):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, limit=settings.http.max_body_bytes)
+    app.add_middleware(InputLimits, limit=settings.http.max_body_bytes)
     app.state.system = system
     return app
 

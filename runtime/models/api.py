@@ -116,7 +116,7 @@ class ApiKeyCreate(_Body):
 
     name: str = Field(min_length=1, max_length=100)
     scopes: list[Scope] = Field(default_factory=lambda: [Scope.READ], min_length=1)
-    rate_per_s: float = Field(default=50.0, gt=0, le=1_000_000)
+    rate_per_s: float = Field(default=50.0, ge=0.001, le=1_000_000)
     burst: int = Field(default=100, gt=0, le=1_000_000)
 
 

@@ -140,3 +140,11 @@ def test_concurrent_submits_each_get_their_own_answer(http_system) -> None:
     )
     with http_system.client("read") as rv:
         assert len(rv.list_tasks(capability=cap, limit=100)["items"]) == 38
+
+
+def test_a_nul_character_in_the_query_is_422(http_system) -> None:
+    headers = {"Authorization": f"Bearer {http_system.keys['read']}"}
+    with http_system.raw() as http:
+        response = http.get("/api/v1/discoveries?types=a%00b", headers=headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query"
