@@ -13,6 +13,8 @@ Guarantees, as in OTP's supervisor:
   passes; then one probe start, and one healthy heartbeat closes the circuit again.
 - A `simple_one_for_one` pool persists its members in PostgreSQL, so a restarted
   supervisor starts the same members again; `standby` spares make a restart a promotion.
+- `warm_workers` idle Ray worker processes (generic, bound to no child) wait in Ray's own
+  worker pool, so a restart creates its actor in one of them instead of starting a process.
 - Every decision is one event, written to `supervisor_events` and the outbox (so it
   reaches `supervisors.{id}.events`) by one writer task, in order, off the restart path.
 """
@@ -37,6 +39,7 @@ from runtime.config import load_settings
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
+from runtime.raycluster import prestart_workers
 from runtime.store import supervision
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, Supervised
@@ -48,6 +51,10 @@ __all__ = ["ChildState", "Supervisor", "remote_class"]
 _log = logging.getLogger(__name__)
 _NAME_RETRY_S = 5.0
 _START_TIMEOUT_S = 120.0
+_WARM_KEEP_ALIVE_S = 120
+# a warm worker asked for less than this long ago may not be registered yet, so a creation
+# then most likely started its own process and left the warm worker idle
+_WARM_START_S = 2.0
 
 
 class ChildState(StrEnum):
@@ -129,6 +136,7 @@ class Supervisor(Supervised):
         self._background: set[asyncio.Task[Any]] = set()
         self._pool: Any = None
         self._started = asyncio.Event()
+        self._warm: list[tuple[float, float]] = []  # (asked at, keep-alive ends), monotonic
         tags = ("supervisor", "child")
         self._restarts_metric = Counter(
             "rayvisor_restarts", "Children restarted, by supervisor and child", tags
@@ -155,6 +163,8 @@ class Supervisor(Supervised):
         self._spawn(self._fill_standby())
         self.state = "running"
         self._started.set()
+        if self.spec.warm_workers:
+            self._spawn(self._keep_warm())
 
     async def wait_started(self) -> str:
         await self._started.wait()
@@ -209,11 +219,14 @@ class Supervisor(Supervised):
         deadline = time.monotonic() + _NAME_RETRY_S
         while True:
             try:
-                return cls.options(**options).remote(*args, **kwargs)
+                handle = cls.options(**options).remote(*args, **kwargs)
             except ValueError as exc:  # the dead predecessor still holds the name
                 if "already" not in str(exc) or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.01)
+            else:
+                self._warm_taken()
+                return handle
 
     async def _start(self, child: _Child) -> None:
         """Start (or promote a spare for) one child and link to it."""
@@ -463,6 +476,42 @@ class Supervisor(Supervised):
                 await asyncio.sleep(1)
                 continue
             self._spares.append(spare)
+
+    # ---- warm workers ------------------------------------------------------------------
+
+    def _warm_taken(self) -> None:
+        """After an actor creation: Ray gave it the most recently idle warm worker, if one
+        was up; ask for its replacement (in the background, never on the restart path)."""
+        if not self.spec.warm_workers:
+            return
+        now = time.monotonic()
+        up = [w for w in self._warm if now - w[0] >= _WARM_START_S and w[1] > now]
+        if up:
+            self._warm.remove(max(up))
+        if self.state == "running":
+            self._top_up_warm()
+
+    def _top_up_warm(self) -> None:
+        now = time.monotonic()
+        self._warm = [w for w in self._warm if w[1] > now]
+        missing = self.spec.warm_workers - len(self._warm)
+        if missing > 0:
+            self._warm += [(now, now + _WARM_KEEP_ALIVE_S)] * missing
+            self._spawn(self._prestart(missing))
+
+    async def _prestart(self, count: int) -> None:
+        try:
+            await asyncio.to_thread(prestart_workers, count, _WARM_KEEP_ALIVE_S)
+        except Exception as exc:  # restarts still work, only without a warm process
+            _log.warning("%s: could not prestart %d Ray workers: %r", self.spec.id, count, exc)
+
+    async def _keep_warm(self) -> None:
+        """Replace warm workers whose keep-alive ends (Ray may then reap them)."""
+        while True:
+            self._top_up_warm()
+            now = time.monotonic()
+            ends = min((w[1] for w in self._warm), default=now + _WARM_KEEP_ALIVE_S)
+            await asyncio.sleep(max(1.0, ends - now))
 
     # ---- the dynamic pool (simple_one_for_one) ----------------------------------------
 
