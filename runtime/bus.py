@@ -19,26 +19,25 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import nats
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from runtime import telemetry
 from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
 from runtime.store.outbox import NOTIFY_CHANNEL
 
+if TYPE_CHECKING:  # nats (with aiohttp) loads on connect: ~130 ms a restarted host skips
+    import nats.aio.subscription
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
 __all__ = ["Bus", "OutboxRelay", "subject_matches"]
 
 _log = logging.getLogger(__name__)
 
-Handler = Callable[[Event, Msg], Awaitable[None]]
+Handler = Callable[[Event, "Msg"], Awaitable[None]]
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -70,6 +69,8 @@ class Bus:
     async def connect(
         cls, url: str, *, name: str = "rayvisor", stream: str = "RAYVISOR", timeout_s: float = 5
     ) -> Bus:
+        import nats
+
         async def _error(exc: Exception) -> None:
             _log.debug("nats: %s", exc)
 
@@ -86,6 +87,9 @@ class Bus:
 
     async def ensure_stream(self, max_age_s: float, duplicate_window_s: float = 300) -> None:
         """Create or update the stream of durable subjects; safe to call from every process."""
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import BadRequestError, NotFoundError
+
         config = StreamConfig(
             name=self.stream,
             subjects=list(DURABLE_SUBJECTS),
@@ -96,7 +100,7 @@ class Bus:
         try:
             await self.js.stream_info(self.stream)
         except NotFoundError:
-            with contextlib.suppress(nats.js.errors.BadRequestError):
+            with contextlib.suppress(BadRequestError):
                 await self.js.add_stream(config)
                 return
         await self.js.update_stream(config)
@@ -185,6 +189,8 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """One batch; returns how many rows it published (0 if another relay holds the lock)."""
+        from nats.errors import Error as NatsError  # loaded already: the bus is connected
+
         sent: list[int] = []
         async with self.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):
