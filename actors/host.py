@@ -190,6 +190,8 @@ class AgentHost(Supervised):
         self.settings: Settings | None = None
         self._pool: asyncpg.Pool | None = None
         self._bus: Bus | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        self._bus_ready: asyncio.Future[Bus] | None = None
         self._template_id: UUID | None = None
         self._capabilities: list[str] = []
         self._lifecycle = _Lifecycle()
@@ -210,6 +212,13 @@ class AgentHost(Supervised):
 
     async def rv_warm(self) -> None:
         """Connect PostgreSQL and NATS and build the agent; idempotent."""
+        await self._prepare()
+        await asyncio.shield(self._start_bus())
+
+    async def _prepare(self) -> None:
+        """Connect PostgreSQL and build the agent; idempotent. NATS is left out: a
+        restarted host takes work once its state is restored, and connects NATS (and
+        loads nats, ~130 ms) after that; the heartbeat and `ctx.progress` wait for it."""
         async with self._warm_lock:
             if self.agent is not None:
                 return
@@ -218,30 +227,58 @@ class AgentHost(Supervised):
             if not settings.database_dsn or not settings.nats_servers:
                 raise ConfigError("an agent host needs RAYVISOR_DATABASE_URL and RAYVISOR_NATS_URL")
             agent = import_agent_class(self.agent_class)(**self.params)
-            pool_task = asyncio.ensure_future(
-                create_pool(settings.database_dsn, min_size=1, max_size=4)
-            )
-            bus_task = asyncio.ensure_future(
-                Bus.connect(
-                    settings.nats_servers, name="rayvisor-agent", stream=settings.stream_name
-                )
-            )
+            pool = await create_pool(settings.database_dsn, min_size=1, max_size=4)
             try:
-                pool, bus = await asyncio.gather(pool_task, bus_task)
                 template_id = await self._resolve_template(pool)
             except BaseException:
-                await _close_pending(pool_task, bus_task)
+                with contextlib.suppress(Exception):
+                    await pool.close()
                 raise
-            self.settings, self._pool, self._bus = settings, pool, bus
+            self.settings, self._pool = settings, pool
             self._template_id = template_id
             self._capabilities = sorted(agent.capabilities)
             self.agent = agent
+
+    def _bus_future(self) -> asyncio.Future[Bus]:
+        """The NATS connection to come: what `ctx` waits on until `_start_bus` connects."""
+        if self._bus_ready is None:
+            self._bus_ready = asyncio.get_running_loop().create_future()
+        return self._bus_ready
+
+    def _start_bus(self) -> asyncio.Future[Bus]:
+        """Start connecting NATS (once); the future of the connection."""
+        if self._bus_task is None:
+            self._bus_task = asyncio.get_running_loop().create_task(self._connect_bus())
+        return self._bus_future()
+
+    async def _connect_bus(self) -> None:
+        """Connect NATS, retrying while NATS is unreachable (the host serves meanwhile)."""
+        assert self.settings is not None
+        # load nats in a thread: the loop keeps answering while ~130 ms of imports run
+        await asyncio.to_thread(importlib.import_module, "nats")
+        delay_s = 0.25
+        while True:
+            try:
+                bus = await Bus.connect(
+                    self.settings.nats_servers,
+                    name="rayvisor-agent",
+                    stream=self.settings.stream_name,
+                )
+            except Exception as exc:
+                _log.warning("agent %s: NATS not reachable yet: %r", self.child_id, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(5.0, delay_s * 2)
+                continue
+            self._bus = bus
+            if not self._bus_future().done():
+                self._bus_future().set_result(bus)
+            return
 
     async def on_start(self) -> None:
         agent_id = self.child_id
         if not re.fullmatch(AGENT_ID_PATTERN, agent_id or ""):
             raise ConfigError(f"agent id {agent_id!r} must match {AGENT_ID_PATTERN}")
-        await self.rv_warm()
+        await self._prepare()
         assert self.agent is not None and self._pool is not None and self.settings is not None
         self._loop = asyncio.get_running_loop()
         stored = await self._register(agent_id)
@@ -249,7 +286,7 @@ class AgentHost(Supervised):
         self.ctx = AgentContext(
             agent_id,
             pool=self._pool,
-            bus=self._bus,
+            bus=self._bus or self._bus_future(),
             state=saved if isinstance(saved, dict) else None,
         )
         try:
@@ -259,6 +296,7 @@ class AgentHost(Supervised):
                 await self._transition(AgentState.FAILED, f"on_start failed: {exc!r}"[:500])
             raise
         self._ready = True
+        self._start_bus()  # after the host answers: its beats and `ctx.progress` wait for it
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
         self._offer_to_task_managers()
@@ -590,6 +628,9 @@ class AgentHost(Supervised):
         return template.id
 
     async def _close_connections(self) -> None:
+        for pending in (self._bus_task, self._bus_ready):
+            if pending is not None and not pending.done():
+                pending.cancel()
         bus, pool = self._bus, self._pool
         self._bus = self._pool = None
         if bus is not None:
@@ -615,13 +656,3 @@ def _outcome(handler: asyncio.Task[Any]) -> tuple[dict[str, Any], BaseException 
             {"result_type": type(result).__name__},
         )
     return _failed(error), error
-
-
-async def _close_pending(*futures: asyncio.Future[Any]) -> None:
-    """Close whatever the futures connected (a pool, a bus), cancelling those still pending."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        with contextlib.suppress(BaseException):
-            resource = await future
-            await resource.close()

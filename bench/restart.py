@@ -117,7 +117,8 @@ def measure_supervised(namespace: str, standby: int, kills: int) -> list[float]:
             if handle is not None:
                 try:
                     info = ray.get(handle.describe.remote(), timeout=10)
-                    if info["pid"] != pid and info.get("saved_state"):
+                    # answering = a new process, its saved state restored, taking work
+                    if info["pid"] != pid and info.get("saved_state") and info.get("ready"):
                         break
                 except ray.exceptions.RayError:
                     pass
