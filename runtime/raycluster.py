@@ -29,6 +29,8 @@ def init_ray(
             "RAYVISOR_NATS_URL": nats_url,
             "RAYVISOR_HOME": str(settings.home),
         },
+        # loads what RAYVISOR_PRELOAD names (set for agent hosts only) as a worker starts
+        "worker_process_setup_hook": "runtime.preload.preload",
     }
     options: dict[str, Any] = {
         "namespace": namespace or settings.namespace,
@@ -51,9 +53,10 @@ def init_ray(
 _raylet_stubs: dict[str, Any] = {}
 
 
-def prestart_workers(count: int = 1, keep_alive_s: int = 120) -> None:
-    """Have this node's raylet start `count` idle worker processes for this job and runtime
-    env, kept alive `keep_alive_s` seconds.
+def prestart_workers(count: int = 1, keep_alive_s: int = 120, runtime_env: str = "") -> None:
+    """Have this node's raylet start `count` idle worker processes for this job and
+    `runtime_env` (serialized, as an actor reports it; default: this worker's), kept alive
+    `keep_alive_s` seconds.
 
     Why: a new Ray worker process costs 0.5-0.7 s before any actor code runs. Ray's raylet
     gives an actor creation an idle worker of the same job and runtime env that has never
@@ -79,7 +82,7 @@ def prestart_workers(count: int = 1, keep_alive_s: int = 120) -> None:
         language=common_pb2.PYTHON,
         job_id=bytes.fromhex(context.get_job_id()),
         runtime_env_info=runtime_env_pb2.RuntimeEnvInfo(
-            serialized_runtime_env=context.get_runtime_env_string()
+            serialized_runtime_env=runtime_env or context.get_runtime_env_string()
         ),
         keep_alive_duration_secs=keep_alive_s,
         num_workers=count,

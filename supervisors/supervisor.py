@@ -39,6 +39,7 @@ from runtime.config import load_settings
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
+from runtime.preload import PRELOAD_ENV
 from runtime.raycluster import prestart_workers
 from runtime.store import supervision
 from runtime.store.pool import create_pool
@@ -55,6 +56,9 @@ _WARM_KEEP_ALIVE_S = 120
 # a warm worker asked for less than this long ago may not be registered yet, so a creation
 # then most likely started its own process and left the warm worker idle
 _WARM_START_S = 2.0
+# agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
+# a warm worker prestarted with this env has them loaded when a restart takes it
+_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host,nats"}}
 
 
 class ChildState(StrEnum):
@@ -137,6 +141,7 @@ class Supervisor(Supervised):
         self._pool: Any = None
         self._started = asyncio.Event()
         self._warm: list[tuple[float, float]] = []  # (asked at, keep-alive ends), monotonic
+        self._warm_env: str | None = None  # the runtime env the warm workers are for
         tags = ("supervisor", "child")
         self._restarts_metric = Counter(
             "rayvisor_restarts", "Children restarted, by supervisor and child", tags
@@ -216,6 +221,8 @@ class Supervisor(Supervised):
         options: dict[str, Any] = {"namespace": self.namespace, "num_cpus": spec.num_cpus}
         if name:
             options["name"] = name
+        if spec.agent is not None:
+            options["runtime_env"] = _AGENT_RUNTIME_ENV
         deadline = time.monotonic() + _NAME_RETRY_S
         while True:
             try:
@@ -258,6 +265,8 @@ class Supervisor(Supervised):
             asyncio.create_task(self._heartbeat(child, generation)),
         ]
         self._emit(Kind.CHILD_STARTED, child, detail=child.info)
+        if self._warm_env is None and self.spec.warm_workers:
+            self._spawn(self._learn_warm_env(child))
         if self.spec.standby and len(self._spares) < self.spec.standby:
             self._spawn(self._fill_standby())  # after the promotion, not competing with it
 
@@ -491,7 +500,24 @@ class Supervisor(Supervised):
         if self.state == "running":
             self._top_up_warm()
 
+    async def _learn_warm_env(self, child: _Child) -> None:
+        """Warm workers serve the agent hosts if this supervisor has any, else the rest."""
+        hosts_agents = self.spec.template is not None or any(c.spec.agent for c in self.children)
+        if hosts_agents and child.spec.agent is None:
+            return
+        try:
+            env = await asyncio.wait_for(child.handle.rv_runtime_env.remote(), 10)
+        except (RayError, TimeoutError, AttributeError) as exc:
+            _log.info("%s: no runtime env from %s: %r", self.spec.id, child.spec.id, exc)
+            return
+        if self._warm_env is None:
+            self._warm_env = env
+            if self.state == "running":
+                self._top_up_warm()
+
     def _top_up_warm(self) -> None:
+        if self._warm_env is None:
+            return
         now = time.monotonic()
         self._warm = [w for w in self._warm if w[1] > now]
         missing = self.spec.warm_workers - len(self._warm)
@@ -501,7 +527,7 @@ class Supervisor(Supervised):
 
     async def _prestart(self, count: int) -> None:
         try:
-            await asyncio.to_thread(prestart_workers, count, _WARM_KEEP_ALIVE_S)
+            await asyncio.to_thread(prestart_workers, count, _WARM_KEEP_ALIVE_S, self._warm_env)
         except Exception as exc:  # restarts still work, only without a warm process
             _log.warning("%s: could not prestart %d Ray workers: %r", self.spec.id, count, exc)
 
