@@ -6,6 +6,8 @@ Measured in one run on one local Ray:
 - standby promotion: the same with `standby: 1`, so a warmed spare takes the child's place;
 - Ray's own restart of an actor with max_restarts=-1 and max_task_retries=-1, one call
   waiting across the restart, the restarted actor also loading its state from PostgreSQL;
+- for reference, Ray's own restart again with one idle worker prestarted for it before
+  each kill (what a supervisor's `warm_workers` does, minus the preloaded modules);
 - hang detection: a child's event loop blocked; time until the supervisor reports it,
   beside the bound (misses + 1) * interval.
 
@@ -29,7 +31,7 @@ import asyncpg
 import ray
 
 from runtime.config import load_settings
-from runtime.raycluster import init_ray
+from runtime.raycluster import init_ray, prestart_workers
 from runtime.services import ensure_services, stop_services
 from runtime.store.migrations import apply_migrations
 from supervisors.spec import SupervisorSpec
@@ -63,10 +65,14 @@ class NativeCounter:
         return os.getpid(), self.state
 
 
-def measure_native(database_url: str, agent_id: str, kills: int) -> list[float]:
+def measure_native(
+    database_url: str, agent_id: str, kills: int, prestart: bool = False
+) -> list[float]:
     actor = NativeCounter.remote(database_url, agent_id)
     times = []
     for _ in range(kills):
+        if prestart:  # an idle worker of the job's runtime env, for the restart to take
+            prestart_workers(1)
         time.sleep(SETTLE_S)
         pid, _ = ray.get(actor.answer.remote())
         began = time.perf_counter()
@@ -194,6 +200,7 @@ def main() -> None:
         asyncio.run(migrate(urls.database_url))
         init_ray(settings, urls.database_url, urls.nats_url, namespace="bench", num_cpus=2)
         native = measure_native(urls.database_url, "native-1", args.kills)
+        native_warm = measure_native(urls.database_url, "native-1", args.kills, prestart=True)
         plain = measure_supervised("plain", 0, args.kills)
         standby = measure_supervised("standby", 1, args.kills)
         hang_max, hang_bound = measure_hangs("hang", args.hangs)
@@ -207,6 +214,8 @@ def main() -> None:
         "standby_p99_ms": percentile(standby, 99),
         "ray_native_p50_ms": percentile(native, 50),
         "ray_native_p99_ms": percentile(native, 99),
+        "ray_native_prestarted_p50_ms": percentile(native_warm, 50),
+        "ray_native_prestarted_p99_ms": percentile(native_warm, 99),
         "hang_detect_max_ms": round(hang_max, 1),
         "hang_bound_ms": round(hang_bound, 1),
         "kills": args.kills,
