@@ -423,19 +423,13 @@ class AgentHost(Supervised):
             lifecycle = _Lifecycle(stored.state)
             steps = startup_path(stored.state)
             events: list[Event] = []
-            for n, (to_state, reason) in enumerate(steps, start=1):
+            for to_state, reason in steps:
                 from_state, _ = lifecycle.advance(to_state)
                 events.append(self._status_event(from_state, to_state, reason))
-                # all events go with the last step: one outbox write for the whole start
-                last = n == len(steps)
-                await agent_store.record_transition(
-                    conn,
-                    agent_id,
-                    from_state,
-                    to_state,
-                    reason,
-                    events=[*events, announce] if last else (),
-                )
+            # the whole way to idle and its events: one statement and one outbox write
+            await agent_store.record_path(
+                conn, agent_id, stored.state, steps, events=[*events, announce]
+            )
         self._lifecycle = lifecycle
         return stored
 
