@@ -75,6 +75,7 @@ __all__ = [
     "CONCURRENCY_GROUPS",
     "CRASH_REASON",
     "AgentHost",
+    "build_models",
     "import_agent_class",
     "startup_path",
 ]
@@ -88,6 +89,23 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
+
+_HOST_MODELS = (AgentRecord, AgentAnnounced, AgentStatusChanged, AgentHeartbeat, AgentErrorRaised)
+_models_built = False
+
+
+def build_models() -> None:
+    """Build the validators of the models a host writes with; once per process.
+
+    They build on first use (`defer_build`, which keeps imports cheap), ~30 ms here: a
+    warm worker (its setup hook calls this) or a standby spare (`rv_warm`) does it ahead
+    of time instead of on its restart path.
+    """
+    global _models_built
+    if not _models_built:
+        for model in _HOST_MODELS:
+            model.model_rebuild(force=True)
+        _models_built = True
 
 
 def import_agent_class(path: str) -> type[Agent]:
@@ -223,6 +241,7 @@ class AgentHost(Supervised):
             if self.agent is not None:
                 return
             self._loop = asyncio.get_running_loop()
+            build_models()
             settings = load_settings()
             if not settings.database_dsn or not settings.nats_servers:
                 raise ConfigError("an agent host needs RAYVISOR_DATABASE_URL and RAYVISOR_NATS_URL")

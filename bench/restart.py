@@ -158,17 +158,23 @@ class Pool:
         idle = idle_workers()
         began = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
+        handle = None  # the supervisor is asked again only while it has no new child
         while True:
-            self.handle = ray.get(self.root.child_handle.remote(self.child))
-            if self.handle is not None:
+            if handle is None:
+                handle = ray.get(self.root.child_handle.remote(self.child))
+            if handle is not None:
                 try:
-                    info = ray.get(self.handle.describe.remote(), timeout=10)
+                    info = ray.get(handle.describe.remote(), timeout=10)
+                except ray.exceptions.RayError:  # the dead child's handle
+                    handle = None
+                else:
+                    if info["pid"] == pid:
+                        handle = None
                     # answering = a new process, its saved state restored, taking work
-                    if info["pid"] != pid and info.get("saved_state") and info.get("ready"):
+                    elif info.get("saved_state") and info.get("ready"):
                         break
-                except ray.exceptions.RayError:
-                    pass
             time.sleep(0.002)
+        self.handle = handle
         return (time.perf_counter() - began) * 1000, info["pid"] in idle
 
     def close(self) -> None:

@@ -58,7 +58,7 @@ _WARM_KEEP_ALIVE_S = 120
 _WARM_START_S = 2.0
 # agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
 # a warm worker prestarted with this env has them loaded when a restart takes it
-_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host,nats"}}
+_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,nats"}}
 
 
 class ChildState(StrEnum):
