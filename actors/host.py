@@ -10,7 +10,8 @@ Its life, as the supervisor drives it:
 3. `rv_start(child_id, supervisor_id)`: takes the identity; registers the agent, restores its
    saved state and records `-> starting -> running -> idle` (after `error` when the last
    incarnation crashed) with its status and announce events, all in one transaction; then
-   runs `Agent.on_start` and starts the heartbeat on `agents.{id}.heartbeat`.
+   runs `Agent.on_start` and takes work; only then connects NATS (if `rv_warm` did not)
+   and starts the heartbeat on `agents.{id}.heartbeat`, so a restart answers sooner.
 4. `run(task)`: one task at a time (`idle -> busy -> idle`); `cancel(task_id)` answers on
    the control group even while the handler runs.
 5. `rv_stop()`: `Agent.on_stop`, `-> stopping -> stopped`, connections closed.
