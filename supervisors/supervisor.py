@@ -395,6 +395,8 @@ class Supervisor(Supervised):
             await asyncio.sleep(max(0.0, hb.interval_s - (time.monotonic() - began)))
 
     def _record_healthy(self, child: _Child) -> None:
+        if self.state == "running":
+            self._top_up_warm()
         now = time.monotonic()
         if child.probing:
             child.probing = False
@@ -531,15 +533,14 @@ class Supervisor(Supervised):
 
     def _warm_taken(self) -> None:
         """After an actor creation: Ray gave it the most recently idle warm worker, if one
-        was up; ask for its replacement (in the background, never on the restart path)."""
-        if not self.spec.warm_workers:
-            return
-        now = time.monotonic()
-        up = [w for w in self._warm if now - w[0] >= _WARM_START_S and w[1] > now]
-        if up:
-            self._warm.remove(max(up))
-        if self.state == "running":
-            self._top_up_warm()
+        was up. Its replacement is asked for at the next healthy heartbeat: a process start
+        then competes neither with the restart nor with the new child's first moments, and
+        a child failing again and again does not churn processes."""
+        if self.spec.warm_workers:
+            now = time.monotonic()
+            up = [w for w in self._warm if now - w[0] >= _WARM_START_S and w[1] > now]
+            if up:
+                self._warm.remove(max(up))
 
     async def _learn_warm_env(self, child: _Child) -> None:
         """Warm workers serve the agent hosts if this supervisor has any, else the rest."""
