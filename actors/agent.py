@@ -41,6 +41,8 @@ __all__ = ["Agent", "AgentContext"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_BUS_WAIT_S = 5.0  # how long `progress` waits for a host that is still connecting NATS
+
 
 class Agent(ABC):
     """Subclass this: set `capabilities`, implement `handle`.
@@ -93,7 +95,7 @@ class AgentContext:
         agent_id: str,
         *,
         pool: asyncpg.Pool | None,
-        bus: Bus | None,
+        bus: Bus | asyncio.Future[Bus] | None,
         state: dict[str, Any] | None = None,
     ) -> None:
         self.agent_id = agent_id
@@ -131,7 +133,8 @@ class AgentContext:
             progress=float(fraction),
             message=message,
         )
-        await self._require_bus().publish(event)
+        bus = await self._require_bus()
+        await bus.publish(event)
 
     async def share_discovery(
         self,
@@ -190,10 +193,18 @@ class AgentContext:
             raise RuntimeError(f"agent {self.agent_id}: no database connection (not started)")
         return self._pool
 
-    def _require_bus(self) -> Bus:
-        if self._bus is None:
+    async def _require_bus(self) -> Bus:
+        """The bus; a host that is still connecting NATS passes a future of it."""
+        bus = self._bus
+        if bus is None:
             raise RuntimeError(f"agent {self.agent_id}: no NATS connection (not started)")
-        return self._bus
+        if isinstance(bus, asyncio.Future):
+            try:
+                bus = await asyncio.wait_for(asyncio.shield(bus), _BUS_WAIT_S)
+            except TimeoutError:
+                raise RuntimeError(f"agent {self.agent_id}: NATS not connected yet") from None
+            self._bus = bus
+        return bus
 
 
 def _uuid_or_none(value: Any) -> UUID | None:

@@ -10,7 +10,8 @@ Its life, as the supervisor drives it:
 3. `rv_start(child_id, supervisor_id)`: takes the identity; registers the agent, restores its
    saved state and records `-> starting -> running -> idle` (after `error` when the last
    incarnation crashed) with its status and announce events, all in one transaction; then
-   runs `Agent.on_start` and starts the heartbeat on `agents.{id}.heartbeat`.
+   runs `Agent.on_start` and takes work; only then connects NATS (if `rv_warm` did not)
+   and starts the heartbeat on `agents.{id}.heartbeat`, so a restart answers sooner.
 4. `run(task)`, or `run_many(tasks)` for a batch in one streaming call: one task at a time
    (`idle -> busy`, and `idle` again once no task came for a short linger);
    `cancel(task_id)` answers on the control group even while the handler runs.
@@ -77,6 +78,7 @@ __all__ = [
     "CONCURRENCY_GROUPS",
     "CRASH_REASON",
     "AgentHost",
+    "build_models",
     "import_agent_class",
     "startup_path",
 ]
@@ -90,7 +92,28 @@ REPORT_AFTER_S = 0.01  # longest a ready outcome of a batch waits for the next o
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+class _Rollback(Exception):
+    """Rolls a transaction back on purpose."""
+
+
 # ---- pure helpers ---------------------------------------------------------------------------
+
+_HOST_MODELS = (AgentRecord, AgentAnnounced, AgentStatusChanged, AgentHeartbeat, AgentErrorRaised)
+_models_built = False
+
+
+def build_models() -> None:
+    """Build the validators of the models a host writes with; once per process.
+
+    They build on first use (`defer_build`, which keeps imports cheap), ~30 ms here: a
+    warm worker (its setup hook calls this) or a standby spare (`rv_warm`) does it ahead
+    of time instead of on its restart path.
+    """
+    global _models_built
+    if not _models_built:
+        for model in _HOST_MODELS:
+            model.model_rebuild(force=True)
+        _models_built = True
 
 
 def import_agent_class(path: str) -> type[Agent]:
@@ -193,6 +216,8 @@ class AgentHost(Supervised):
         self.settings: Settings | None = None
         self._pool: asyncpg.Pool | None = None
         self._bus: Bus | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        self._bus_ready: asyncio.Future[Bus] | None = None
         self._template_id: UUID | None = None
         self._capabilities: list[str] = []
         self._lifecycle = _Lifecycle()
@@ -213,38 +238,89 @@ class AgentHost(Supervised):
 
     async def rv_warm(self) -> None:
         """Connect PostgreSQL and NATS and build the agent; idempotent."""
+        await self._prepare()
+        await asyncio.shield(self._start_bus())
+        await self._prime_registration()
+
+    async def _prime_registration(self) -> None:
+        """Run the registration's statements once, rolled back, so that a standby spare's
+        promotion finds them prepared on its connection (asyncpg caches them per
+        connection): four round trips to PostgreSQL fewer on the promotion path."""
+        assert self._pool is not None
+        probe = f"rv-warm-{os.getpid()}"
+        steps = startup_path(AgentState.CREATED)
+        with contextlib.suppress(_Rollback, *_DB_ERRORS, Conflict):
+            async with self._pool.acquire() as conn, conn.transaction():
+                await agent_store.upsert_agent(conn, AgentRecord(id=probe, name=probe))
+                event = AgentStatusChanged(agent_id=probe, to_state=AgentState.STARTING)
+                await agent_store.record_path(conn, probe, AgentState.CREATED, steps, [event])
+                raise _Rollback
+
+    async def _prepare(self) -> None:
+        """Connect PostgreSQL and build the agent; idempotent. NATS is left out: a
+        restarted host takes work once its state is restored, and connects NATS (and
+        loads nats, ~130 ms) after that; the heartbeat and `ctx.progress` wait for it."""
         async with self._warm_lock:
             if self.agent is not None:
                 return
             self._loop = asyncio.get_running_loop()
+            build_models()
             settings = load_settings()
             if not settings.database_dsn or not settings.nats_servers:
                 raise ConfigError("an agent host needs RAYVISOR_DATABASE_URL and RAYVISOR_NATS_URL")
             agent = import_agent_class(self.agent_class)(**self.params)
-            pool_task = asyncio.ensure_future(
-                create_pool(settings.database_dsn, min_size=1, max_size=4)
-            )
-            bus_task = asyncio.ensure_future(
-                Bus.connect(
-                    settings.nats_servers, name="rayvisor-agent", stream=settings.stream_name
-                )
-            )
+            pool = await create_pool(settings.database_dsn, min_size=1, max_size=4)
             try:
-                pool, bus = await asyncio.gather(pool_task, bus_task)
                 template_id = await self._resolve_template(pool)
             except BaseException:
-                await _close_pending(pool_task, bus_task)
+                with contextlib.suppress(Exception):
+                    await pool.close()
                 raise
-            self.settings, self._pool, self._bus = settings, pool, bus
+            self.settings, self._pool = settings, pool
             self._template_id = template_id
             self._capabilities = sorted(agent.capabilities)
             self.agent = agent
+
+    def _bus_future(self) -> asyncio.Future[Bus]:
+        """The NATS connection to come: what `ctx` waits on until `_start_bus` connects."""
+        if self._bus_ready is None:
+            self._bus_ready = asyncio.get_running_loop().create_future()
+        return self._bus_ready
+
+    def _start_bus(self) -> asyncio.Future[Bus]:
+        """Start connecting NATS (once); the future of the connection."""
+        if self._bus_task is None:
+            self._bus_task = asyncio.get_running_loop().create_task(self._connect_bus())
+        return self._bus_future()
+
+    async def _connect_bus(self) -> None:
+        """Connect NATS, retrying while NATS is unreachable (the host serves meanwhile)."""
+        assert self.settings is not None
+        # load nats in a thread: the loop keeps answering while ~130 ms of imports run
+        await asyncio.to_thread(importlib.import_module, "nats")
+        delay_s = 0.25
+        while True:
+            try:
+                bus = await Bus.connect(
+                    self.settings.nats_servers,
+                    name="rayvisor-agent",
+                    stream=self.settings.stream_name,
+                )
+            except Exception as exc:
+                _log.warning("agent %s: NATS not reachable yet: %r", self.child_id, exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(5.0, delay_s * 2)
+                continue
+            self._bus = bus
+            if not self._bus_future().done():
+                self._bus_future().set_result(bus)
+            return
 
     async def on_start(self) -> None:
         agent_id = self.child_id
         if not re.fullmatch(AGENT_ID_PATTERN, agent_id or ""):
             raise ConfigError(f"agent id {agent_id!r} must match {AGENT_ID_PATTERN}")
-        await self.rv_warm()
+        await self._prepare()
         assert self.agent is not None and self._pool is not None and self.settings is not None
         self._loop = asyncio.get_running_loop()
         stored = await self._register(agent_id)
@@ -252,7 +328,7 @@ class AgentHost(Supervised):
         self.ctx = AgentContext(
             agent_id,
             pool=self._pool,
-            bus=self._bus,
+            bus=self._bus or self._bus_future(),
             state=saved if isinstance(saved, dict) else None,
         )
         try:
@@ -262,6 +338,7 @@ class AgentHost(Supervised):
                 await self._transition(AgentState.FAILED, f"on_start failed: {exc!r}"[:500])
             raise
         self._ready = True
+        self._start_bus()  # after the host answers: its beats and `ctx.progress` wait for it
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
         self._offer_to_task_managers()
@@ -405,19 +482,13 @@ class AgentHost(Supervised):
             lifecycle = _Lifecycle(stored.state)
             steps = startup_path(stored.state)
             events: list[Event] = []
-            for n, (to_state, reason) in enumerate(steps, start=1):
+            for to_state, reason in steps:
                 from_state, _ = lifecycle.advance(to_state)
                 events.append(self._status_event(from_state, to_state, reason))
-                # all events go with the last step: one outbox write for the whole start
-                last = n == len(steps)
-                await agent_store.record_transition(
-                    conn,
-                    agent_id,
-                    from_state,
-                    to_state,
-                    reason,
-                    events=[*events, announce] if last else (),
-                )
+            # the whole way to idle and its events: one statement and one outbox write
+            await agent_store.record_path(
+                conn, agent_id, stored.state, steps, events=[*events, announce]
+            )
         self._lifecycle = lifecycle
         return stored
 
@@ -645,6 +716,9 @@ class AgentHost(Supervised):
         return template.id
 
     async def _close_connections(self) -> None:
+        for pending in (self._bus_task, self._bus_ready):
+            if pending is not None and not pending.done():
+                pending.cancel()
         bus, pool = self._bus, self._pool
         self._bus = self._pool = None
         if bus is not None:
@@ -670,13 +744,3 @@ def _outcome(handler: asyncio.Task[Any]) -> tuple[dict[str, Any], BaseException 
             {"result_type": type(result).__name__},
         )
     return _failed(error), error
-
-
-async def _close_pending(*futures: asyncio.Future[Any]) -> None:
-    """Close whatever the futures connected (a pool, a bus), cancelling those still pending."""
-    for future in futures:
-        if not future.done():
-            future.cancel()
-        with contextlib.suppress(BaseException):
-            resource = await future
-            await resource.close()

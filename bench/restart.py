@@ -6,8 +6,15 @@ Measured in one run on one local Ray:
 - standby promotion: the same with `standby: 1`, so a warmed spare takes the child's place;
 - Ray's own restart of an actor with max_restarts=-1 and max_task_retries=-1, one call
   waiting across the restart, the restarted actor also loading its state from PostgreSQL;
+- for reference, Ray's own restart again with one idle worker prestarted for it before
+  each kill (what a supervisor's `warm_workers` does, minus the preloaded modules);
 - hang detection: a child's event loop blocked; time until the supervisor reports it,
   beside the bound (misses + 1) * interval.
+
+The restarts are measured round by round, one kill of each subject per round, so that all
+see the same load on a shared machine. `warm_hits` counts the restarts whose new process
+was an idle worker already running at the kill (a plain restart that misses one, because
+its supervisor's warm worker was not back up yet, pays a process start).
 
 Prints one JSON object on the last line of stdout.
 """
@@ -29,7 +36,7 @@ import asyncpg
 import ray
 
 from runtime.config import load_settings
-from runtime.raycluster import init_ray
+from runtime.raycluster import init_ray, prestart_workers
 from runtime.services import ensure_services, stop_services
 from runtime.store.migrations import apply_migrations
 from supervisors.spec import SupervisorSpec
@@ -62,20 +69,51 @@ class NativeCounter:
     def answer(self) -> tuple[int, Any]:
         return os.getpid(), self.state
 
+    def runtime_env(self) -> str:
+        return ray.get_runtime_context().get_runtime_env_string()
 
-def measure_native(database_url: str, agent_id: str, kills: int) -> list[float]:
-    actor = NativeCounter.remote(database_url, agent_id)
-    times = []
-    for _ in range(kills):
-        time.sleep(SETTLE_S)
-        pid, _ = ray.get(actor.answer.remote())
+
+def idle_workers() -> set[int]:
+    """Pids of this node's idle Ray workers (to tell a restart that took a warm one)."""
+    raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            title = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == raylet and title.startswith(b"ray::IDLE"):
+            pids.add(int(entry.name))
+    return pids
+
+
+class Native:
+    """Ray's own restart; with `prestart`, an idle worker is prestarted before each kill
+    (in a runtime env of its own, so the plain baseline never takes it)."""
+
+    def __init__(self, database_url: str, agent_id: str, prestart: bool = False) -> None:
+        options = {"runtime_env": {"env_vars": {"BENCH_PRESTARTED": "1"}}} if prestart else {}
+        self.actor = NativeCounter.options(**options).remote(database_url, agent_id)
+        self.env = ray.get(self.actor.runtime_env.remote()) if prestart else None
+
+    def before(self) -> None:
+        if self.env is not None:
+            prestart_workers(1, runtime_env=self.env)
+
+    def kill(self) -> tuple[float, bool]:
+        pid, _ = ray.get(self.actor.answer.remote())
+        idle = idle_workers()
         began = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
-        new_pid, state = ray.get(actor.answer.remote(), timeout=60)
+        new_pid, state = ray.get(self.actor.answer.remote(), timeout=60)
         assert new_pid != pid and state is not None
-        times.append((time.perf_counter() - began) * 1000)
-    ray.kill(actor)
-    return times
+        return (time.perf_counter() - began) * 1000, new_pid in idle
+
+    def close(self) -> None:
+        ray.kill(self.actor)
 
 
 def pool_spec(pool_id: str, standby: int, heartbeat: dict[str, Any]) -> SupervisorSpec:
@@ -95,36 +133,66 @@ def pool_spec(pool_id: str, standby: int, heartbeat: dict[str, Any]) -> Supervis
     )
 
 
-def measure_supervised(namespace: str, standby: int, kills: int) -> list[float]:
-    sup_id = f"bench-{namespace}"
-    root = start_tree(pool_spec(sup_id, standby, {"interval_s": 1.0}), namespace)
+class Pool:
+    """A one-member pool (with `standby` spares); the member is killed and replaced."""
+
     child = "counter-1"
-    handle = ray.get(root.child_handle.remote(child))
-    ray.get(handle.run.remote({"id": "seed", "parameters": {}}))  # saves count=1
-    times = []
-    for _ in range(kills):
-        time.sleep(SETTLE_S)  # failures are spaced, as in life, not back to back
-        if standby:  # let the pool refill its spare, as it would between failures
+
+    def __init__(self, namespace: str, standby: int) -> None:
+        self.namespace, self.standby = namespace, standby
+        self.root = start_tree(
+            pool_spec(f"bench-{namespace}", standby, {"interval_s": 1.0}), namespace
+        )
+        self.handle = ray.get(self.root.child_handle.remote(self.child))
+        ray.get(self.handle.run.remote({"id": "seed", "parameters": {}}))  # saves count=1
+
+    def before(self) -> None:
+        if self.standby:  # let the pool refill its spare, as it would between failures
             deadline = time.monotonic() + 30
-            while ray.get(root.snapshot.remote())["standby"] < standby:
+            while ray.get(self.root.snapshot.remote())["standby"] < self.standby:
                 assert time.monotonic() < deadline, "standby spare never came back"
                 time.sleep(0.05)
-        pid = ray.get(handle.describe.remote())["pid"]
+
+    def kill(self) -> tuple[float, bool]:
+        pid = ray.get(self.handle.describe.remote())["pid"]
+        idle = idle_workers()
         began = time.perf_counter()
         os.kill(pid, signal.SIGKILL)
+        handle = None  # the supervisor is asked again only while it has no new child
         while True:
-            handle = ray.get(root.child_handle.remote(child))
+            if handle is None:
+                handle = ray.get(self.root.child_handle.remote(self.child))
             if handle is not None:
                 try:
                     info = ray.get(handle.describe.remote(), timeout=10)
-                    if info["pid"] != pid and info.get("saved_state"):
+                except ray.exceptions.RayError:  # the dead child's handle
+                    handle = None
+                else:
+                    if info["pid"] == pid:
+                        handle = None
+                    # answering = a new process, its saved state restored, taking work
+                    elif info.get("saved_state") and info.get("ready"):
                         break
-                except ray.exceptions.RayError:
-                    pass
             time.sleep(0.002)
-        times.append((time.perf_counter() - began) * 1000)
-    stop_tree(namespace)
-    return times
+        self.handle = handle
+        return (time.perf_counter() - began) * 1000, info["pid"] in idle
+
+    def close(self) -> None:
+        stop_tree(self.namespace)
+
+
+def measure_restarts(subjects: dict[str, Any], kills: int) -> dict[str, list[tuple[float, bool]]]:
+    """Kill each subject in turn, round after round: the machine is shared and its load
+    drifts, so every subject sees the same stretch of it."""
+    results: dict[str, list[tuple[float, bool]]] = {name: [] for name in subjects}
+    for _ in range(kills):
+        for name, subject in subjects.items():
+            subject.before()
+            time.sleep(SETTLE_S)  # failures are spaced, as in life, not back to back
+            results[name].append(subject.kill())
+    for subject in subjects.values():
+        subject.close()
+    return results
 
 
 def measure_hangs(namespace: str, hangs: int) -> tuple[float, float]:
@@ -192,25 +260,39 @@ def main() -> None:
     try:
         asyncio.run(migrate(urls.database_url))
         init_ray(settings, urls.database_url, urls.nats_url, namespace="bench", num_cpus=2)
-        native = measure_native(urls.database_url, "native-1", args.kills)
-        plain = measure_supervised("plain", 0, args.kills)
-        standby = measure_supervised("standby", 1, args.kills)
+        subjects = {
+            "native": Native(urls.database_url, "native-1"),
+            "native_prestarted": Native(urls.database_url, "native-1", prestart=True),
+            "restart": Pool("plain", 0),
+            "standby": Pool("standby", 1),
+        }
+        results = measure_restarts(subjects, args.kills)
         hang_max, hang_bound = measure_hangs("hang", args.hangs)
         ray.shutdown()
     finally:
         stop_services(settings)
+    ms = {name: [t for t, _ in runs] for name, runs in results.items()}
     figures = {
-        "restart_p50_ms": percentile(plain, 50),
-        "restart_p99_ms": percentile(plain, 99),
-        "standby_p50_ms": percentile(standby, 50),
-        "standby_p99_ms": percentile(standby, 99),
-        "ray_native_p50_ms": percentile(native, 50),
-        "ray_native_p99_ms": percentile(native, 99),
+        "restart_p50_ms": percentile(ms["restart"], 50),
+        "restart_p99_ms": percentile(ms["restart"], 99),
+        "standby_p50_ms": percentile(ms["standby"], 50),
+        "standby_p99_ms": percentile(ms["standby"], 99),
+        "ray_native_p50_ms": percentile(ms["native"], 50),
+        "ray_native_p99_ms": percentile(ms["native"], 99),
         "hang_detect_max_ms": round(hang_max, 1),
         "hang_bound_ms": round(hang_bound, 1),
         "kills": args.kills,
-        "restart_vs_native": round(statistics.median(plain) / statistics.median(native), 3),
-        "standby_vs_native": round(statistics.median(standby) / statistics.median(native), 3),
+        "restart_vs_native": round(
+            statistics.median(ms["restart"]) / statistics.median(ms["native"]), 3
+        ),
+        "standby_vs_native": round(
+            statistics.median(ms["standby"]) / statistics.median(ms["native"]), 3
+        ),
+        # for reference: Ray's own restart when a worker is prestarted for it, and how
+        # many restarts found a warm (already running) worker process
+        "ray_native_prestarted_p50_ms": percentile(ms["native_prestarted"], 50),
+        "ray_native_prestarted_p99_ms": percentile(ms["native_prestarted"], 99),
+        "warm_hits": {name: sum(hit for _, hit in runs) for name, runs in results.items()},
     }
     print(json.dumps(figures))
 

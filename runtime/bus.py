@@ -20,26 +20,25 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import nats
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from runtime import telemetry
 from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
 from runtime.store.outbox import NOTIFY_CHANNEL
 
+if TYPE_CHECKING:  # nats (with aiohttp) loads on connect: ~130 ms a restarted host skips
+    import nats.aio.subscription
+    from nats.aio.client import Client as NATS
+    from nats.aio.msg import Msg
+
 __all__ = ["Bus", "OutboxRelay", "subject_matches"]
 
 _log = logging.getLogger(__name__)
 
-Handler = Callable[[Event, Msg], Awaitable[None]]
+Handler = Callable[[Event, "Msg"], Awaitable[None]]
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -71,6 +70,8 @@ class Bus:
     async def connect(
         cls, url: str, *, name: str = "rayvisor", stream: str = "RAYVISOR", timeout_s: float = 5
     ) -> Bus:
+        import nats
+
         async def _error(exc: Exception) -> None:
             _log.debug("nats: %s", exc)
 
@@ -87,6 +88,9 @@ class Bus:
 
     async def ensure_stream(self, max_age_s: float, duplicate_window_s: float = 300) -> None:
         """Create or update the stream of durable subjects; safe to call from every process."""
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import BadRequestError, NotFoundError
+
         config = StreamConfig(
             name=self.stream,
             subjects=list(DURABLE_SUBJECTS),
@@ -97,7 +101,7 @@ class Bus:
         try:
             await self.js.stream_info(self.stream)
         except NotFoundError:
-            with contextlib.suppress(nats.js.errors.BadRequestError):
+            with contextlib.suppress(BadRequestError):
                 await self.js.add_stream(config)
                 return
         await self.js.update_stream(config)
@@ -135,6 +139,8 @@ class Bus:
         out on the connection, then the JetStream acks are awaited together (for at most
         `timeout_s`). Returns each one's error, None when it was acknowledged (or sent, when
         not durable); the list stops after a message that could not be sent at all."""
+        from nats.errors import Error as NatsError  # loaded already: the bus is connected
+
         acks: list[asyncio.Future[Any] | None] = []
         errors: list[Exception | None] = []
         for subject, payload, msg_id, headers in messages:
@@ -232,6 +238,8 @@ class OutboxRelay:
         if conn is None:
             async with self.pool.acquire() as conn:
                 return await self.publish_pending(conn)
+        from nats.errors import Error as NatsError  # loaded already: the bus is connected
+
         sent: list[int] = []
         async with conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RELAY_LOCK_KEY):

@@ -13,9 +13,6 @@ import os
 from collections.abc import Mapping
 
 from opentelemetry import context, propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 __all__ = ["carrier", "extract", "setup_tracing", "tracer"]
 
@@ -29,6 +26,12 @@ def setup_tracing(service_name: str = "rayvisor") -> None:
     if _configured:
         return
     _configured = True
+    # the SDK loads here, not at import: processes that never set tracing up (a restarted
+    # agent host) skip it
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         try:

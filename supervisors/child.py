@@ -85,6 +85,12 @@ class Supervised:
         return time.monotonic() - self._last_tick
 
     @ray.method(concurrency_group=CONTROL_GROUP)
+    async def rv_runtime_env(self) -> str:
+        """This actor's serialized runtime env, exactly as Ray hashes it: a supervisor has
+        Ray prestart worker processes with it, which only actors of this env can take."""
+        return ray.get_runtime_context().get_runtime_env_string()
+
+    @ray.method(concurrency_group=CONTROL_GROUP)
     async def rv_monitor(self) -> ChildExit:
         """Pending until the child ends itself; fails at once if its process dies."""
         return await asyncio.wrap_future(self._exit)

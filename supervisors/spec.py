@@ -155,6 +155,9 @@ class SupervisorSpec(_Spec):
     template: ChildSpec | None = Field(None, description="simple_one_for_one: the pool's child")
     size: int = Field(0, ge=0, le=10_000, description="simple_one_for_one: children at start")
     standby: int = Field(0, ge=0, le=100, description="pre-started spare actors")
+    warm_workers: int = Field(
+        1, ge=0, le=16, description="idle Ray worker processes kept so a restart skips start-up"
+    )
     max_restarts: int = Field(10, ge=0)
     period_s: float = Field(60.0, gt=0)
     on_intensity: OnIntensity = OnIntensity.ESCALATE

@@ -13,6 +13,8 @@ Guarantees, as in OTP's supervisor:
   passes; then one probe start, and one healthy heartbeat closes the circuit again.
 - A `simple_one_for_one` pool persists its members in PostgreSQL, so a restarted
   supervisor starts the same members again; `standby` spares make a restart a promotion.
+- `warm_workers` idle Ray worker processes (generic, bound to no child) wait in Ray's own
+  worker pool, so a restart creates its actor in one of them instead of starting a process.
 - Every decision is one event, written to `supervisor_events` and the outbox (so it
   reaches `supervisors.{id}.events`) by one writer task, in order, off the restart path.
 """
@@ -37,6 +39,8 @@ from runtime.config import load_settings
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
+from runtime.preload import PRELOAD_ENV
+from runtime.raycluster import prestart_workers
 from runtime.store import supervision
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, Supervised
@@ -48,6 +52,13 @@ __all__ = ["ChildState", "Supervisor", "remote_class"]
 _log = logging.getLogger(__name__)
 _NAME_RETRY_S = 5.0
 _START_TIMEOUT_S = 120.0
+_WARM_KEEP_ALIVE_S = 120
+# a warm worker asked for less than this long ago may not be registered yet, so a creation
+# then most likely started its own process and left the warm worker idle
+_WARM_START_S = 2.0
+# agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
+# a warm worker prestarted with this env has them loaded when a restart takes it
+_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,nats"}}
 
 
 class ChildState(StrEnum):
@@ -103,6 +114,47 @@ def _import(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+class _ProcessGone(Exception):
+    """A child's process ended (seen through its pidfd before Ray reported it)."""
+
+
+_node_ids: list[str] = []
+
+
+async def _link(monitor: Any, info: dict[str, Any]) -> Any:
+    """`await monitor`; for a child on this node, also watch its process through a Linux
+    pidfd and raise `_ProcessGone` the moment the process ends: Ray reports the death
+    ~15-30 ms later, a pidfd at once."""
+    if not _node_ids:
+        _node_ids.append(ray.get_runtime_context().get_node_id())
+    pid = info.get("pid")
+    if not (pid and info.get("node_id") == _node_ids[0] and hasattr(os, "pidfd_open")):
+        return await monitor
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone already, or no pidfd here: Ray's report will do
+        return await monitor
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
+    waiting = asyncio.ensure_future(monitor)
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            return waiting.result()
+        raise _ProcessGone(f"process {pid} ended")
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+        waiting.cancel()
+        gone.cancel()
+
+
 def _kill(handle: Any) -> None:
     if handle is not None:
         with contextlib.suppress(Exception):
@@ -129,6 +181,8 @@ class Supervisor(Supervised):
         self._background: set[asyncio.Task[Any]] = set()
         self._pool: Any = None
         self._started = asyncio.Event()
+        self._warm: list[tuple[float, float]] = []  # (asked at, keep-alive ends), monotonic
+        self._warm_env: str | None = None  # the runtime env the warm workers are for
         tags = ("supervisor", "child")
         self._restarts_metric = Counter(
             "rayvisor_restarts", "Children restarted, by supervisor and child", tags
@@ -155,6 +209,8 @@ class Supervisor(Supervised):
         self._spawn(self._fill_standby())
         self.state = "running"
         self._started.set()
+        if self.spec.warm_workers:
+            self._spawn(self._keep_warm())
 
     async def wait_started(self) -> str:
         await self._started.wait()
@@ -206,14 +262,19 @@ class Supervisor(Supervised):
         options: dict[str, Any] = {"namespace": self.namespace, "num_cpus": spec.num_cpus}
         if name:
             options["name"] = name
+        if spec.agent is not None:
+            options["runtime_env"] = _AGENT_RUNTIME_ENV
         deadline = time.monotonic() + _NAME_RETRY_S
         while True:
             try:
-                return cls.options(**options).remote(*args, **kwargs)
+                handle = cls.options(**options).remote(*args, **kwargs)
             except ValueError as exc:  # the dead predecessor still holds the name
                 if "already" not in str(exc) or time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.002)
+            else:
+                self._warm_taken()
+                return handle
 
     async def _start(self, child: _Child) -> None:
         """Start (or promote a spare for) one child and link to it."""
@@ -245,6 +306,8 @@ class Supervisor(Supervised):
             asyncio.create_task(self._heartbeat(child, generation)),
         ]
         self._emit(Kind.CHILD_STARTED, child, detail=child.info)
+        if self._warm_env is None and self.spec.warm_workers:
+            self._spawn(self._learn_warm_env(child))
         if self.spec.standby and len(self._spares) < self.spec.standby:
             self._spawn(self._fill_standby())  # after the promotion, not competing with it
 
@@ -288,12 +351,12 @@ class Supervisor(Supervised):
     async def _watch(self, child: _Child, generation: int, monitor: Any) -> None:
         """The link: returns when the child ends itself, raises when its process dies."""
         try:
-            exit_info = await monitor
+            exit_info = await _link(monitor, child.info)
             reason = exit_info.get("reason", "normal")
             abnormal = reason == "fatal"
             if exit_info.get("detail"):
                 reason = f"{reason}: {exit_info['detail']}"
-        except RayError as exc:
+        except (RayError, _ProcessGone) as exc:
             reason = child.kill_reason or f"died: {type(exc).__name__}"
             abnormal = True
         if child.generation != generation:
@@ -332,6 +395,8 @@ class Supervisor(Supervised):
             await asyncio.sleep(max(0.0, hb.interval_s - (time.monotonic() - began)))
 
     def _record_healthy(self, child: _Child) -> None:
+        if self.state == "running":
+            self._top_up_warm()
         now = time.monotonic()
         if child.probing:
             child.probing = False
@@ -463,6 +528,58 @@ class Supervisor(Supervised):
                 await asyncio.sleep(1)
                 continue
             self._spares.append(spare)
+
+    # ---- warm workers ------------------------------------------------------------------
+
+    def _warm_taken(self) -> None:
+        """After an actor creation: Ray gave it the most recently idle warm worker, if one
+        was up. Its replacement is asked for at the next healthy heartbeat: a process start
+        then competes neither with the restart nor with the new child's first moments, and
+        a child failing again and again does not churn processes."""
+        if self.spec.warm_workers:
+            now = time.monotonic()
+            up = [w for w in self._warm if now - w[0] >= _WARM_START_S and w[1] > now]
+            if up:
+                self._warm.remove(max(up))
+
+    async def _learn_warm_env(self, child: _Child) -> None:
+        """Warm workers serve the agent hosts if this supervisor has any, else the rest."""
+        hosts_agents = self.spec.template is not None or any(c.spec.agent for c in self.children)
+        if hosts_agents and child.spec.agent is None:
+            return
+        try:
+            env = await asyncio.wait_for(child.handle.rv_runtime_env.remote(), 10)
+        except (RayError, TimeoutError, AttributeError) as exc:
+            _log.info("%s: no runtime env from %s: %r", self.spec.id, child.spec.id, exc)
+            return
+        if self._warm_env is None:
+            self._warm_env = env
+            if self.state == "running":
+                self._top_up_warm()
+
+    def _top_up_warm(self) -> None:
+        if self._warm_env is None:
+            return
+        now = time.monotonic()
+        self._warm = [w for w in self._warm if w[1] > now]
+        missing = self.spec.warm_workers - len(self._warm)
+        if missing > 0:
+            self._warm += [(now, now + _WARM_KEEP_ALIVE_S)] * missing
+            self._spawn(self._prestart(missing))
+
+    async def _prestart(self, count: int) -> None:
+        try:
+            await asyncio.to_thread(prestart_workers, count, _WARM_KEEP_ALIVE_S, self._warm_env)
+        except Exception as exc:  # restarts still work, only without a warm process
+            _log.warning("%s: could not prestart %d Ray workers: %r", self.spec.id, count, exc)
+
+    async def _keep_warm(self) -> None:
+        """Replace warm workers whose keep-alive ends (Ray may then reap them)."""
+        while True:
+            self._top_up_warm()
+            now = time.monotonic()
+            ends = min((w[1] for w in self._warm), default=now + _WARM_KEEP_ALIVE_S)
+            await asyncio.sleep(max(1.0, ends - now))
 
     # ---- the dynamic pool (simple_one_for_one) ----------------------------------------
 

@@ -64,8 +64,14 @@ class Event(BaseModel):
     """Base of all events. Subclasses set `subject_template`, e.g. `agents.{agent_id}.status`,
     whose `{field}` tokens are filled from the event's fields."""
 
+    # defer_build: a class builds its validator on first use, so a process pays only for
+    # the events it makes (a restarted agent host imports this module on its restart path)
     model_config = ConfigDict(
-        populate_by_name=True, serialize_by_alias=True, frozen=True, extra="ignore"
+        populate_by_name=True,
+        serialize_by_alias=True,
+        frozen=True,
+        extra="ignore",
+        defer_build=True,
     )
 
     subject_template: ClassVar[str] = ""

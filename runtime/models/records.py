@@ -51,7 +51,8 @@ Requirement = str | dict[str, Any]
 class Record(BaseModel):
     """Base of the table models. Unknown columns (from joins) are ignored."""
 
-    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+    # defer_build: see runtime.models.events.Event
+    model_config = ConfigDict(extra="ignore", validate_assignment=True, defer_build=True)
 
     json_columns: ClassVar[frozenset[str]] = frozenset()
     """The jsonb columns `from_row` decodes when they arrive as text."""

@@ -35,6 +35,7 @@ __all__ = [
     "list_agents",
     "list_templates",
     "load_state",
+    "record_path",
     "record_transition",
     "save_state",
     "specializations",
@@ -205,6 +206,51 @@ async def record_transition(
         )
         await outbox.add(tx, events)
     return AgentEvent.from_row(row)
+
+
+async def record_path(
+    conn: Conn,
+    agent_id: str,
+    from_state: AgentState | str,
+    steps: Sequence[tuple[AgentState | str, str]],
+    events: Sequence[Event] = (),
+) -> None:
+    """Move an agent from `from_state` along `steps` (`(to_state, reason)` each), writing
+    what `record_transition` would write step by step, with `events`, in one transaction.
+
+    Why: an agent starting after a crash takes four steps (`-> error -> starting ->
+    running -> idle`); one statement for all of them, instead of three per step, keeps
+    a restart's registration at a few round trips to PostgreSQL. Raises like
+    `record_transition` (the first refused step refuses the whole path).
+    """
+    states = [AgentState(from_state)]
+    for to_state, _ in steps:
+        states.append(check_agent_transition(states[-1], to_state))
+    if not steps:
+        return
+    async with atomic(conn) as tx:
+        moved = await tx.fetchval(
+            "WITH current AS (SELECT id FROM agents WHERE id = $1 AND state = $2 FOR UPDATE),"
+            " written AS (INSERT INTO agent_events (agent_id, from_state, to_state, reason,"
+            " detail) SELECT $1, f, t, r, '{}'::jsonb FROM unnest($3::text[], $4::text[],"
+            " $5::text[]) WITH ORDINALITY AS s(f, t, r, n) WHERE EXISTS (SELECT 1 FROM"
+            " current) ORDER BY n RETURNING id)"
+            " UPDATE agents SET state = $6, state_detail = '{}'::jsonb, updated_at = now(),"
+            " last_active_at = now() WHERE id IN (SELECT id FROM current)"
+            " RETURNING (SELECT count(*) FROM written)",
+            agent_id,
+            states[0],
+            [state.value for state in states[:-1]],
+            [state.value for state in states[1:]],
+            [reason for _, reason in steps],
+            states[-1],
+        )
+        if moved is None:
+            current = await tx.fetchval("SELECT state FROM agents WHERE id = $1", agent_id)
+            if current is None:
+                raise NotFound(f"no agent {agent_id!r}")
+            raise Conflict(f"agent {agent_id!r} is {current!r}, not {states[0].value!r}")
+        await outbox.add(tx, events)
 
 
 async def history(conn: Conn, agent_id: str, limit: int = 100) -> list[AgentEvent]:

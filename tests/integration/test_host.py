@@ -151,10 +151,11 @@ async def test_run_returns_the_result_and_goes_busy_then_idle(
 
     assert outcome == {"status": "completed", "result": {"x": 1, "words": ["a", "b"]}}
     await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)  # after a short linger
-    assert [(f, t) for f, t, _ in await transitions(pool, agent_id)][-2:] == [
-        ("idle", "busy"),
-        ("busy", "idle"),
-    ]
+    # the host knows it is idle just before the row says so: wait for the row
+    await wait_for(
+        lambda: _last_transitions_are(pool, agent_id, [("idle", "busy"), ("busy", "idle")]),
+        timeout_s=10,
+    )
 
 
 async def test_concurrent_runs_take_turns(
@@ -167,6 +168,10 @@ async def test_concurrent_runs_take_turns(
     assert sorted(o["result"]["n"] for o in outcomes) == [0, 1, 2, 3, 4]
     await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)
     # one burst of work is one busy period, not a busy/idle pair per task
+    await wait_for(
+        lambda: _last_transitions_are(pool, agent_id, [("idle", "busy"), ("busy", "idle")]),
+        timeout_s=10,
+    )
     states = [t for _, t, _ in await transitions(pool, agent_id)][3:]
     assert states == ["busy", "idle"]
 
@@ -226,12 +231,10 @@ async def test_cancel_stops_a_sleeping_handler(
     await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)
     assert (await host.run.remote(task(after=True)))["result"] == {"after": True}
     await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)
-    assert [t for _, t, _ in await transitions(pool, agent_id)][-4:] == [
-        "busy",
-        "idle",
-        "busy",
-        "idle",
-    ]
+    await wait_for(
+        lambda: _last_transitions_are(pool, agent_id, [("idle", "busy"), ("busy", "idle")] * 2),
+        timeout_s=10,
+    )
 
 
 async def test_heartbeats_arrive_on_nats(start_host: Callable[..., Any], bus: Bus) -> None:
@@ -425,6 +428,12 @@ async def _lag_over(host: Any, seconds: float) -> float | None:
 
 async def _lag_under(host: Any, seconds: float) -> bool:
     return await host.rv_ping.remote() < seconds
+
+
+async def _last_transitions_are(
+    pool: asyncpg.Pool, agent_id: str, expected: list[tuple[str, str]]
+) -> bool:
+    return [(f, t) for f, t, _ in await transitions(pool, agent_id)][-len(expected) :] == expected
 
 
 async def _state_is(host: Any, state: str) -> bool:

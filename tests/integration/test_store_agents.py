@@ -111,6 +111,39 @@ async def test_transition_from_a_state_the_agent_is_not_in_writes_nothing(
         await agents.record_transition(pool, "no-such-agent", "created", "starting")
 
 
+async def test_a_path_is_recorded_as_its_steps_would_be(pool: asyncpg.Pool) -> None:
+    agent = await new_agent(pool)
+    steps = [(AgentState.STARTING, "boot"), (AgentState.RUNNING, ""), (AgentState.IDLE, "")]
+    event = AgentStatusChanged(agent_id=agent.id, to_state=AgentState.IDLE)
+    await agents.record_path(pool, agent.id, "created", steps, events=[event])
+    history = await agents.history(pool, agent.id)
+    assert [(e.from_state, e.to_state, e.reason) for e in history] == [
+        (AgentState.CREATED, AgentState.STARTING, "boot"),
+        (AgentState.STARTING, AgentState.RUNNING, ""),
+        (AgentState.RUNNING, AgentState.IDLE, ""),
+    ]
+    stored = await agents.get_agent(pool, agent.id)
+    assert (stored.state, stored.state_detail) == (AgentState.IDLE, {})
+    assert stored.last_active_at is not None
+    assert await in_outbox(pool, event.event_id) == 1
+
+
+async def test_a_refused_path_writes_nothing(pool: asyncpg.Pool) -> None:
+    agent = await new_agent(pool)
+    event = AgentStatusChanged(agent_id=agent.id, to_state=AgentState.IDLE)
+    with pytest.raises(InvalidTransition):  # the second step is not allowed
+        await agents.record_path(
+            pool, agent.id, "created", [("starting", ""), ("busy", "")], events=[event]
+        )
+    with pytest.raises(Conflict, match="created"):
+        await agents.record_path(pool, agent.id, "running", [("idle", "")], events=[event])
+    with pytest.raises(NotFound):
+        await agents.record_path(pool, "no-such-agent", "created", [("starting", "")])
+    assert await event_count(pool, agent.id) == 0
+    assert (await agents.get_agent(pool, agent.id)).state == AgentState.CREATED
+    assert await in_outbox(pool, event.event_id) == 0
+
+
 async def test_rolled_back_transition_leaves_neither_row_nor_event(pool: asyncpg.Pool) -> None:
     agent = await new_agent(pool)
     event = AgentStatusChanged(agent_id=agent.id, to_state=AgentState.STARTING)
