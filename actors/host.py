@@ -58,7 +58,7 @@ from runtime.errors import (
     TransientError,
     classify,
 )
-from runtime.models.common import AGENT_ID_PATTERN
+from runtime.models.common import AGENT_ID_PATTERN, nul_at
 from runtime.models.enums import AgentState
 from runtime.models.events import (
     AgentAnnounced,
@@ -183,12 +183,13 @@ def _failed(exc: BaseException) -> dict[str, Any]:
 
 
 def _not_json(value: Any) -> str | None:
-    """Why `value` is not plain JSON, or None if it is."""
+    """Why `value` is not plain JSON PostgreSQL can store, or None if it is."""
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return str(exc)
-    return None
+    where = nul_at(value)
+    return None if where is None else f"{where} holds a NUL (U+0000) character"
 
 
 def _uuid(value: Any) -> UUID | None:

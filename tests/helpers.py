@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -77,3 +78,16 @@ class Listener:
         except queue.Empty:
             return True
         raise AssertionError(f"unexpected event {extra}")
+
+
+async def delete_stream(nats_url: str, stream: str) -> None:
+    """Delete a system's JetStream stream when its test is done: bus tests make streams of
+    their own on the same subjects, which NATS refuses while another stream holds them."""
+    from runtime.bus import Bus
+
+    bus = await Bus.connect(nats_url)
+    try:
+        with contextlib.suppress(Exception):
+            await bus.js.delete_stream(stream)
+    finally:
+        await bus.close()

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime
+from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime, nul_at
 from runtime.models.enums import Scope
 
 __all__ = [
@@ -26,27 +26,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def nul_at(value: Any, path: str = "") -> str | None:
-    """The dotted path of the first string holding a NUL character, or None.
-
-    PostgreSQL text and jsonb cannot store U+0000, so such input is refused at the edge
-    instead of failing the transaction it would have joined."""
-    if isinstance(value, str):
-        return path or "(value)" if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return where
-            if (found := nul_at(item, where)) is not None:
-                return found
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
-                return found
-    return None
 
 
 class _Body(BaseModel):

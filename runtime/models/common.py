@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -21,6 +21,7 @@ __all__ = [
     "SubjectToken",
     "TypeName",
     "UtcDatetime",
+    "nul_at",
     "subject_token",
     "utcnow",
 ]
@@ -65,3 +66,24 @@ Capability = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 
 SubjectToken = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(subject_token)]
 """An id used as one NATS subject token (a supervisor id such as `sup:pool:log_analysis`)."""
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string holding a NUL character, or None.
+
+    PostgreSQL text and jsonb cannot store U+0000, so such input is refused at the edge
+    instead of failing the transaction it would have joined."""
+    if isinstance(value, str):
+        return path or "(value)" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return where
+            if (found := nul_at(item, where)) is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
+                return found
+    return None

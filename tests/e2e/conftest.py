@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from helpers import free_port, wait_until
+from helpers import delete_stream, free_port, wait_until
 
 from runtime.client import Client
 from runtime.config import Settings, load_settings
@@ -82,3 +82,4 @@ def http_system(services, ray_session) -> Iterator[HttpSystem]:
     yield system
     serve.shutdown()
     stop_tree(namespace, timeout_s=60)
+    asyncio.run(delete_stream(services.nats_url, settings.stream_name))

@@ -34,7 +34,7 @@ def rayvisor(http_system, *args: str, key: str = "admin") -> subprocess.Complete
 def test_submit_wait_then_list(http_system) -> None:
     title = f"from the cli {uuid.uuid4().hex[:6]}"
     done = rayvisor(http_system, "submit", title, "-c", "echo", "-p", "n=7", "--wait")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     assert "completed" in done.stdout and '{"n": 7}' in done.stdout
     listed = rayvisor(http_system, "tasks", "--status", "completed", "--capability", "echo")
     assert listed.returncode == 0, listed.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ import uuid
 import httpx
 import pytest
 import ray
-from helpers import free_port, wait_until
+from helpers import delete_stream, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +68,4 @@ def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_s
     finally:
         if up.poll() is None:
             up.kill()
+        asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))

@@ -297,6 +297,19 @@ async def test_a_non_json_result_is_a_logical_failure(
     assert (await host.run.remote(task(ok=1)))["status"] == "completed"
 
 
+async def test_a_result_postgresql_cannot_store_is_a_logical_failure(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+
+    outcome = await host.run.remote(task(text="a\x00b"))  # echoed back as the result
+
+    assert outcome["status"] == "failed"
+    assert outcome["error"]["category"] == "logical"
+    assert "text holds a NUL" in outcome["error"]["reason"]
+    assert (await host.run.remote(task(ok=1)))["status"] == "completed"
+
+
 async def test_transient_and_logical_failures_leave_the_agent_serving(
     start_host: Callable[..., Any],
 ) -> None:
