@@ -86,6 +86,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CRASH_REASON = "restarted after crash"
+_CANCELLED_AHEAD_KEPT = 10_000
 IDLE_LINGER_S = 0.5
 REPORT_AFTER_S = 0.01  # longest a ready outcome of a batch waits for the next one
 
@@ -231,6 +232,7 @@ class AgentHost(Supervised):
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._queued: set[str] = set()
         self._cancel_requested: set[str] = set()
+        self._cancelled_ahead: dict[str, None] = {}  # cancels that beat their task here
         self._heartbeat: asyncio.Task[None] | None = None
         self._idle_later: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -430,7 +432,10 @@ class AgentHost(Supervised):
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     async def cancel(self, task_id: str) -> bool:
-        """Cancel a running or queued task; False if this agent has no such task."""
+        """Cancel a running or queued task; False if this agent has no such task yet.
+
+        This runs on the control group, so it can overtake the call that brings the task:
+        such a cancel is remembered, and the task is refused as cancelled when it comes."""
         task_id = str(task_id)
         with self._book:
             handler = self._running.get(task_id)
@@ -440,6 +445,9 @@ class AgentHost(Supervised):
             if task_id in self._queued:
                 self._cancel_requested.add(task_id)
                 return True
+            self._cancelled_ahead[task_id] = None
+            if len(self._cancelled_ahead) > _CANCELLED_AHEAD_KEPT:
+                del self._cancelled_ahead[next(iter(self._cancelled_ahead))]
         return False
 
     async def describe(self) -> dict[str, Any]:
@@ -579,6 +587,9 @@ class AgentHost(Supervised):
                     LogicalError(f"task {task_id} is already on agent {self.child_id}")
                 )
             self._queued.add(task_id)
+            if task_id in self._cancelled_ahead:
+                del self._cancelled_ahead[task_id]
+                self._cancel_requested.add(task_id)
         return task_id, None
 
     def _discharge(self, task_id: str) -> None:

@@ -297,6 +297,17 @@ async def test_a_non_json_result_is_a_logical_failure(
     assert (await host.run.remote(task(ok=1)))["status"] == "completed"
 
 
+async def test_a_cancel_that_overtakes_its_task_still_cancels_it(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+    early = task(sleep_s=30)
+
+    assert await host.cancel.remote(early["id"]) is False  # not here yet
+    assert await host.run.remote(early) == {"status": "cancelled"}
+    assert (await host.run.remote(task(ok=1)))["status"] == "completed"
+
+
 async def test_a_result_postgresql_cannot_store_is_a_logical_failure(
     start_host: Callable[..., Any],
 ) -> None:
