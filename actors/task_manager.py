@@ -195,11 +195,13 @@ class TaskManager(Supervised):
             known[record.id] = record.status
         stored = await task_store.insert_many(self.pool, records)
         new = [self._adopt(task) for task, created in stored if created]
-        await self._resolve_dependencies([t for t in new if t.record.status is S.PENDING])
-        views = [self._view(self.tasks.get(task.id) or task) for task, _ in stored]
-        await self._flush_changes()
+        waiting = [t for t in new if t.record.status is S.PENDING]
+        if waiting:  # a task queued (or failed) by its dependencies is durable before we answer
+            await self._resolve_dependencies(waiting)
+            await self._flush_changes()
+        # else the insert was the only write: no waiting for other tasks' commits
         self._wake.set()
-        return views
+        return [self._view(self.tasks.get(task.id) or task) for task, _ in stored]
 
     def _validated(self, item: dict[str, Any]) -> Task:
         if not isinstance(item, dict):

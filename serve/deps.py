@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 
-def _system(request: Request) -> System:
+async def _system(request: Request) -> System:
+    # async, as every dependency here: FastAPI runs a plain `def` one on a thread per request
     return request.app.state.system
 
 
@@ -69,7 +70,7 @@ def bad_input(field: str, reason: str) -> RequestValidationError:
     )
 
 
-def _last_event_id(
+async def _last_event_id(
     last_event_id_header: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Resume after this event id.")
     ] = None,
