@@ -371,18 +371,6 @@ async def make_write_key(database_url: str) -> str:
         await pool.close()
 
 
-async def migrate(url: str) -> None:
-    import asyncpg
-
-    from runtime.store.migrations import apply_migrations
-
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
-
-
 async def drain(database_url: str, timeout_s: float) -> int:
     """Wait (bounded) until no submitted task is still to run; returns those left."""
     import asyncio
@@ -495,6 +483,7 @@ def main() -> None:
     from runtime.config import load_settings
     from runtime.raycluster import init_ray
     from runtime.services import ensure_services, stop_services
+    from runtime.store.migrations import migrate
     from serve.app import deploy
     from supervisors.tree import start_tree, stop_tree, tree_from_settings
 

@@ -38,7 +38,7 @@ import ray
 from runtime.config import load_settings
 from runtime.raycluster import init_ray, prestart_workers
 from runtime.services import ensure_services, stop_services
-from runtime.store.migrations import apply_migrations
+from runtime.store.migrations import migrate
 from supervisors.spec import SupervisorSpec
 from supervisors.tree import start_tree, stop_tree
 
@@ -232,18 +232,6 @@ def measure_hangs(namespace: str, hangs: int) -> tuple[float, float]:
             time.sleep(0.05)
     stop_tree(namespace)
     return max(detections), bound_ms
-
-
-async def migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_migrations(conn)
-        await conn.execute(
-            "INSERT INTO agents (id, name, saved_state) VALUES ('native-1', 'native', '{\"n\": 1}')"
-            " ON CONFLICT (id) DO NOTHING"
-        )
-    finally:
-        await conn.close()
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from actors.tasks import TaskClient
 from runtime.config import load_settings
 from runtime.raycluster import init_ray
 from runtime.services import ensure_services, stop_services
-from runtime.store.migrations import apply_migrations
+from runtime.store.migrations import migrate
 from supervisors.tree import TreeSpec, build_root_spec, start_tree, stop_tree
 
 PAYLOAD = {"title": "noop", "required_capabilities": ["echo"], "parameters": {"n": 1}}
@@ -89,14 +89,6 @@ async def run_tasks(client: TaskClient, database_url: str, count: int, batch: in
         "completed_twice": twice,
         "statuses": {r["status"]: r["n"] for r in statuses},
     }
-
-
-async def migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await apply_migrations(conn)
-    finally:
-        await conn.close()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from rich.tree import Tree
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, ServiceError
 from runtime.services import ensure_services, service_status, stop_services
+from runtime.store.migrations import migrate as migrate_database
 
 app = typer.Typer(help="rayvisor: supervision trees for multi-agent systems on Ray.")
 services_app = typer.Typer(help="Embedded PostgreSQL and nats-server for local use.")
@@ -53,24 +54,12 @@ def _status_table(settings: Settings) -> Table:
     return table
 
 
-async def _migrate(database_url: str) -> list[int]:
-    import asyncpg
-
-    from runtime.store.migrations import apply_migrations
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await apply_migrations(conn)
-    finally:
-        await conn.close()
-
-
 def up_services(settings: Settings) -> tuple[str, str]:
     try:
         with console.status("starting PostgreSQL and NATS"):
             urls = ensure_services(settings)
         with console.status("applying migrations"):
-            asyncio.run(_migrate(urls.database_url))
+            asyncio.run(migrate_database(urls.database_url))
     except ServiceError as exc:
         raise fail(f"a service failed to start: {exc}") from None
     return urls.database_url, urls.nats_url

@@ -15,8 +15,8 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import ray
@@ -47,6 +47,8 @@ from supervisors.tree import get_root, start_tree, stop_tree, tree_from_settings
 
 __all__ = ["app"]
 
+T = TypeVar("T")
+
 
 def _start_system(settings: Settings, *, dashboard: bool) -> tuple[Any, Any]:
     """Services, Ray and the supervision tree of rayvisor.yaml: (root, Ray context)."""
@@ -72,8 +74,9 @@ def _serve(settings: Settings) -> tuple[str, str]:
     )
     with console.status(f"starting the HTTP API on {settings.http_url}"):
         url = deploy(resolved)
-    _, key = asyncio.run(
-        _create_key(resolved.database_dsn or "", "admin (rayvisor up)", [Scope.ADMIN], 50.0, 100)
+    _, key = _on_database(
+        resolved.database_dsn or "",
+        lambda conn: api_keys.create(conn, "admin (rayvisor up)", [Scope.ADMIN]),
     )
     key_file = settings.home / "api_key"
     key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -82,16 +85,18 @@ def _serve(settings: Settings) -> tuple[str, str]:
     return url, key
 
 
-async def _create_key(
-    database_url: str, name: str, scopes: list[Scope], rate_per_s: float, burst: int
-) -> tuple[Any, str]:
+def _on_database(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work` on one connection: a command needs no pool for one statement."""
     import asyncpg
 
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await api_keys.create(conn, name, scopes, rate_per_s, burst)
-    finally:
-        await conn.close()
+    async def run() -> T:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 @app.command()
@@ -341,24 +346,17 @@ def keys_create(
     """Create a key and print it (the only time it is shown)."""
     settings = settings_or_exit()
     database_url, _ = up_services(settings)
-    record, key = asyncio.run(_create_key(database_url, name, scope, rate, burst))
+    record, key = _on_database(
+        database_url, lambda conn: api_keys.create(conn, name, scope, rate, burst)
+    )
     console.print(f"key {record.prefix} ({', '.join(s.value for s in record.scopes)}): {key}")
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """Every key: prefix, name, scopes, rate, revoked."""
-    import asyncpg
-
     settings = settings_or_exit()
     database_url, _ = up_services(settings)
-
-    async def listed() -> list[Any]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await api_keys.list_keys(conn)
-        finally:
-            await conn.close()
 
     table = Table(title="API keys")
     for column in (
@@ -372,7 +370,7 @@ def keys_list() -> None:
         "revoked",
     ):
         table.add_column(column)
-    for k in asyncio.run(listed()):
+    for k in _on_database(database_url, api_keys.list_keys):
         table.add_row(
             k.prefix,
             k.name,
@@ -389,19 +387,9 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.")]) -> None:
     """Revoke a key; it stops working within `http.key_cache_s`."""
-    import asyncpg
-
     settings = settings_or_exit()
     database_url, _ = up_services(settings)
-
-    async def revoke() -> bool:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await api_keys.revoke(conn, key)
-        finally:
-            await conn.close()
-
-    if not asyncio.run(revoke()):
+    if not _on_database(database_url, lambda conn: api_keys.revoke(conn, key)):
         raise fail(f"no live key {key}")
     console.print(f"revoked {key}")
 

@@ -7,6 +7,7 @@ The runtime's own errors map to statuses here, so a route raises what the runtim
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
@@ -47,8 +48,6 @@ def problem(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    from http import HTTPStatus
-
     body = Problem(
         title=title or HTTPStatus(status).phrase, status=status, detail=detail, errors=errors or []
     )

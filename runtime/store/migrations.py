@@ -67,3 +67,12 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[int]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def migrate(database_url: str) -> list[int]:
+    """`apply_migrations` on a connection of its own (commands and benches have no pool)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await apply_migrations(conn)
+    finally:
+        await conn.close()
