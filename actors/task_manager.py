@@ -217,8 +217,17 @@ class TaskManager(Supervised):
             raise LogicalError(f"task {task_id} belongs to shard {shard_of(task_id, self.shards)}")
         # with nothing to wait for, a task is stored queued: no second write to queue it
         status = S.PENDING if create.dependencies else S.QUEUED
-        # TaskCreate checked every field as Task would; Task only adds its defaults
-        return Task.model_construct(id=task_id, status=status, **dict(create))
+        # TaskCreate checked every field as Task would; Task only adds its defaults, given
+        # here: model_construct inspects a default factory's signature on every call
+        now = _utcnow()
+        return Task.model_construct(
+            id=task_id,
+            status=status,
+            attempt_errors=[],
+            created_at=now,
+            updated_at=now,
+            **dict(create),
+        )
 
     def _new_id(self) -> UUID:
         while True:
