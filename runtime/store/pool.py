@@ -19,6 +19,13 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(name, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET
+    ALL): one more round trip per release, for session state nothing here leaves. Locks
+    are transaction-scoped, no SET outlives its transaction, the relay UNLISTENs before it
+    releases; asyncpg still rolls back an open transaction and drops listener callbacks."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections speak JSON natively; fails fast if the server is down."""
     pool = await asyncpg.create_pool(
@@ -26,6 +33,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=keep_session,
         command_timeout=60,
         timeout=10,
     )
