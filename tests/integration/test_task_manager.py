@@ -307,7 +307,14 @@ async def test_task_manager_killed_under_load_loses_nothing(system, system_pool)
         "SELECT status, count(*) AS n FROM tasks WHERE id = ANY($1::uuid[]) GROUP BY status",
         [UUID(i) for i in ids],
     )
-    assert {r["status"]: r["n"] for r in rows} == {"completed": 200}
+    not_completed = await system_pool.fetch(  # what to read when this fails
+        "SELECT attempt, attempt_errors FROM tasks"
+        " WHERE id = ANY($1::uuid[]) AND status <> 'completed'",
+        [UUID(i) for i in ids],
+    )
+    assert {r["status"]: r["n"] for r in rows} == {"completed": 200}, [
+        dict(r) for r in not_completed
+    ]
     twice = await system_pool.fetchval(
         "SELECT count(*) FROM (SELECT subject FROM outbox WHERE subject = ANY($1::text[])"
         " AND payload->>'status' = 'completed' GROUP BY subject HAVING count(*) > 1) AS d",
