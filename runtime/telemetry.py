@@ -1,9 +1,10 @@
-"""OpenTelemetry for every rayvisor process, and trace context across Ray and NATS.
+"""OpenTelemetry for every rayvisor process, and trace context across NATS.
 
-Context crosses a Ray call inside the task envelope and a NATS message in its headers,
-both as W3C `traceparent`/`tracestate` strings, so one trace runs from the HTTP request
-through the TaskManager and the agent. Spans are exported over OTLP only when
-`OTEL_EXPORTER_OTLP_ENDPOINT` is set (and the exporter is installed).
+Context crosses a NATS message in its headers (an outbox row keeps the headers of the
+transaction that wrote it) as W3C `traceparent`/`tracestate` strings. Not carried yet:
+the task envelope across Ray calls, so the HTTP request, the TaskManager and the agent
+are not one trace. Spans are exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT`
+is set (and the exporter is installed).
 """
 
 from __future__ import annotations
