@@ -234,6 +234,18 @@ def measure_hangs(namespace: str, hangs: int) -> tuple[float, float]:
     return max(detections), bound_ms
 
 
+async def seed_native_state(database_url: str) -> None:
+    """The saved state the baseline's constructor reloads (rayvisor's pools save their own)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO agents (id, name, saved_state) VALUES ('native-1', 'native', '{\"n\": 1}')"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=30)
@@ -247,6 +259,7 @@ def main() -> None:
     urls = ensure_services(settings)
     try:
         asyncio.run(migrate(urls.database_url))
+        asyncio.run(seed_native_state(urls.database_url))
         init_ray(settings, urls.database_url, urls.nats_url, namespace="bench", num_cpus=2)
         subjects = {
             "native": Native(urls.database_url, "native-1"),
