@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
+	$(BIN)/python tests/bench_smoke.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

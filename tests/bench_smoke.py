@@ -1,0 +1,72 @@
+"""Every bench still runs and still prints the figures its issue names.
+
+`make test` runs this after pytest (each bench starts its own services and Ray, which must
+not share the machine with the test session's). The runs are tiny: this checks that the
+scripts work and keep their keys, not what they measure. A bench that broke unnoticed
+once (a refactor dropped the baseline's seed) is why this exists.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RUNS: dict[str, tuple[list[str], set[str]]] = {
+    "restart.py": (
+        ["--kills", "1", "--hangs", "1"],
+        {"restart_p50_ms", "standby_p50_ms", "ray_native_p50_ms", "hang_detect_max_ms"},
+    ),
+    "throughput.py": (
+        ["--tasks", "200", "--agents", "2"],
+        {"tasks_per_s", "raw_ray_calls_per_s", "ratio", "lost", "completed_twice"},
+    ),
+    "http.py": (
+        ["--duration", "1", "--warmup", "0.5", "--rounds", "1", "--no-uvicorn"],
+        {
+            "tasks_rps",
+            "tasks_p50_ms",
+            "tasks_p99_ms",
+            "trivial_rps",
+            "trivial_p50_ms",
+            "trivial_p99_ms",
+            "uvicorn_rps",
+            "serve_settings",
+        },
+    ),
+}
+
+
+def main() -> int:
+    failures = []
+    for script, (args, keys) in RUNS.items():
+        began = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / script), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        lines = done.stdout.strip().splitlines()
+        try:
+            figures = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            figures = None
+        missing = sorted(keys - set(figures)) if isinstance(figures, dict) else sorted(keys)
+        took = time.monotonic() - began
+        if done.returncode != 0 or missing:
+            failures.append(script)
+            print(f"FAIL {script} ({took:.0f} s): exit {done.returncode}, missing {missing}")
+            print(done.stderr[-3000:])
+        else:
+            print(f"ok   {script} ({took:.0f} s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
