@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import re
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
@@ -47,15 +46,14 @@ import asyncpg
 import ray
 
 from actors.agent import Agent, AgentContext
+from actors.work import INTERRUPTED, STARTED, Job, Ledger
 from runtime.bus import Bus
 from runtime.config import Settings, load_settings
 from runtime.errors import (
     ConfigError,
     Conflict,
-    FatalError,
     LogicalError,
     TaskError,
-    TransientError,
     classify,
 )
 from runtime.models.common import AGENT_ID_PATTERN, nul_at
@@ -86,7 +84,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CRASH_REASON = "restarted after crash"
-_CANCELLED_AHEAD_KEPT = 10_000
+FATAL_IN_A_ROW = 3  # fatal failures in a row that mean the agent itself is broken
+STOP_REPORT_S = 2.0  # longest a stop waits for the handed-back tasks to be reported
 IDLE_LINGER_S = 0.5
 REPORT_AFTER_S = 0.01  # longest a ready outcome of a batch waits for the next one
 
@@ -227,12 +226,11 @@ class AgentHost(Supervised):
         self._stopping = False
         self._warm_lock = asyncio.Lock()
         self._task_lock = asyncio.Lock()
-        # `cancel` runs on the control group's thread: these three are shared with it
-        self._book = threading.Lock()
-        self._running: dict[str, asyncio.Task[Any]] = {}
-        self._queued: set[str] = set()
-        self._cancel_requested: set[str] = set()
-        self._cancelled_ahead: dict[str, None] = {}  # cancels that beat their task here
+        self._ledger = Ledger()  # shared with `cancel`, on the control group's thread
+        self._drivers: set[asyncio.Task[None]] = set()
+        self._streams = 0  # run_many / adopt calls still reporting
+        self._fatal_in_a_row = 0
+        self._unwritten: list[Event] = []  # error events PostgreSQL did not take yet
         self._heartbeat: asyncio.Task[None] | None = None
         self._idle_later: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -361,18 +359,16 @@ class AgentHost(Supervised):
             tm.register_agent.remote(self.child_id, list(self._capabilities), me, prefetch)
 
     async def on_stop(self) -> None:
+        """Hand back what this agent holds (`interrupted`: no attempt spent), then stop."""
         self._stopping = True
         try:
             for background in (self._heartbeat, self._idle_later):
                 if background is not None:
                     background.cancel()
-            with self._book:
-                handlers = list(self._running.values())
-                self._cancel_requested.update(self._queued)
-            for handler in handlers:
+            for handler in self._ledger.interrupt_all():
                 handler.cancel()
-            async with self._task_lock:  # a cancelled run records its way back to idle first
-                pass
+            await self._until(lambda: not self._ledger.busy(), STOP_REPORT_S)
+            await self._until(lambda: self._streams == 0, STOP_REPORT_S)
             if self.agent is not None and self.ctx is not None:
                 try:
                     await self.agent.on_stop(self.ctx)
@@ -384,51 +380,105 @@ class AgentHost(Supervised):
         finally:
             await self._close_connections()
 
+    @staticmethod
+    async def _until(condition: Any, timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not condition() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+
     # ---- work ----------------------------------------------------------------------------
 
     async def run(self, task: dict[str, Any]) -> dict[str, Any]:
         """Handle one task; see the module docstring for the shape of the outcome."""
-        task_id, refused = self._admit(task)
-        if refused is not None:
-            return refused
-        try:
-            return await self._run_admitted(task_id, task)
-        finally:
-            self._discharge(task_id)
+        outcome: dict[str, Any] = {}
+        async for chunk in self.run_many([task]):
+            for _, reported in chunk:
+                if reported.get("status") != "started":
+                    outcome = reported
+        return outcome
 
     async def run_many(self, tasks: list[dict[str, Any]]) -> AsyncIterator[list[Any]]:
         """Handle tasks one after another, in order; yields `[task_id, outcome]` pairs in
         chunks (a Ray streaming call), so one call carries a batch both ways.
 
-        Every task is queued here at once, so `cancel` finds it before it starts. Outcomes
+        Each task's handler start is reported too (`{"status": "started"}`), in the chunk
+        that carries the next outcomes. The tasks belong to this host, not to the call: if
+        the caller goes away they still run, and their outcomes wait for `adopt`. Outcomes
         that are ready go back together, but never wait more than `REPORT_AFTER_S` behind
-        a task still running: the TaskManager settles them early, and does not re-run them
-        if this agent dies later in the batch.
+        a task still running.
         """
-        admitted = [self._admit(task) for task in tasks]
-        waiting = {task_id for task_id, refused in admitted if refused is None}
+        loop = asyncio.get_running_loop()
+        jobs: list[Job] = []
+        to_run: list[Job] = []
         ready: list[Any] = []
+        for task in tasks:
+            if not isinstance(task, dict):
+                refusal = LogicalError(f"a task must be a dict, got {type(task).__name__}")
+                ready.append([str(uuid4()), _failed(refusal)])
+                continue
+            task_id = str(task.get("id") or uuid4())
+            lease = task.get("lease")
+            lease = int(lease) if isinstance(lease, int) else int(task.get("attempt") or 0)
+            try:
+                job, new = self._ledger.admit(task_id, lease, task, loop)
+            except ValueError as exc:
+                ready.append([task_id, _failed(LogicalError(str(exc)))])
+                continue
+            jobs.append(job)
+            if new:
+                to_run.append(job)
+        if to_run:
+            driver = loop.create_task(self._drive(to_run))
+            self._drivers.add(driver)
+            driver.add_done_callback(self._drivers.discard)
+        async for chunk in self._report(jobs, ready):
+            yield chunk
+
+    async def adopt(self, leases: dict[str, int]) -> AsyncIterator[list[Any]]:
+        """A task manager's new incarnation asks what this host holds of its leases
+        (`task_id: lease`): at once, each one's outcome if it ended, `started` if its
+        handler runs, `unknown` if this host does not hold it; then the outcomes of the
+        rest as they come, in chunks as `run_many` sends them."""
+        answers, pending = self._ledger.holding({str(k): int(v) for k, v in leases.items()})
+        async for chunk in self._report(pending, [[k, v] for k, v in answers.items()]):
+            yield chunk
+
+    async def _report(self, jobs: list[Job], ready: list[Any]) -> AsyncIterator[list[Any]]:
+        """Stream the starts and outcomes of `jobs` (after `ready`) until all have ended."""
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        waiting: set[str] = set()
+        for job in jobs:
+            if job.outcome.done():
+                ready.append([job.task_id, job.outcome.result()])
+                continue
+            job.listeners.append(queue)
+            waiting.add(job.task_id)
+        self._streams += 1
         try:
-            for task, (task_id, outcome) in zip(tasks, admitted, strict=True):
-                if outcome is None:
-                    step = asyncio.ensure_future(self._run_admitted(task_id, task))
+            while waiting:
+                if not ready:
+                    item = await queue.get()
+                else:
                     try:
-                        if ready and not (await asyncio.wait({step}, timeout=REPORT_AFTER_S))[0]:
-                            yield ready
-                            ready = []
-                        outcome = await step
-                    except BaseException:  # the call itself ended: so does the handler
-                        step.cancel()
-                        raise
-                    finally:
-                        waiting.discard(task_id)
-                        self._discharge(task_id)
-                ready.append([task_id, outcome])
+                        item = await asyncio.wait_for(queue.get(), REPORT_AFTER_S)
+                    except TimeoutError:
+                        yield ready
+                        ready = []
+                        continue
+                while True:
+                    if item[1] is not STARTED:
+                        waiting.discard(item[0])
+                    ready.append(list(item))
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
             if ready:
                 yield ready
         finally:
-            for task_id in waiting:  # the call ended before reaching them
-                self._discharge(task_id)
+            self._streams -= 1
+            for job in jobs:
+                with contextlib.suppress(ValueError):
+                    job.listeners.remove(queue)
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     async def cancel(self, task_id: str) -> bool:
@@ -436,19 +486,10 @@ class AgentHost(Supervised):
 
         This runs on the control group, so it can overtake the call that brings the task:
         such a cancel is remembered, and the task is refused as cancelled when it comes."""
-        task_id = str(task_id)
-        with self._book:
-            handler = self._running.get(task_id)
-            if handler is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(handler.cancel)
-                return True
-            if task_id in self._queued:
-                self._cancel_requested.add(task_id)
-                return True
-            self._cancelled_ahead[task_id] = None
-            if len(self._cancelled_ahead) > _CANCELLED_AHEAD_KEPT:
-                del self._cancelled_ahead[next(iter(self._cancelled_ahead))]
-        return False
+        held, handler = self._ledger.cancel(str(task_id))
+        if handler is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(handler.cancel)
+        return held
 
     async def describe(self) -> dict[str, Any]:
         """Who and how this agent is, for the supervisor, the API and tests."""
@@ -463,7 +504,7 @@ class AgentHost(Supervised):
             "pid": os.getpid(),
             "warm": self.agent is not None,
             "ready": self._ready,
-            "active_tasks": sorted(self._running),
+            "active_tasks": self._ledger.active(),
             "saved_state": dict(self.ctx.state) if self.ctx is not None else None,
         }
 
@@ -566,93 +607,74 @@ class AgentHost(Supervised):
 
     # ---- internals: tasks ----------------------------------------------------------------
 
-    def _refusal(self) -> TaskError | None:
-        """Why this agent cannot take a task now, or None."""
+    def _refusal(self) -> dict[str, Any] | None:
+        """The outcome of a task this agent cannot start now (handed back, no attempt
+        spent), or None."""
         state = self._lifecycle.state
-        if self._stopping:
-            return FatalError(f"agent {self.child_id} is stopping")
-        if not self._ready or state not in (AgentState.IDLE, AgentState.BUSY):
-            return FatalError(f"agent {self.child_id or '(unstarted)'} is {state}, not idle")
+        if self._stopping or not self._ready or state not in (AgentState.IDLE, AgentState.BUSY):
+            return INTERRUPTED
         return None
 
-    def _admit(self, task: Any) -> tuple[str, dict[str, Any] | None]:
-        """Queue a task here (so `cancel` finds it); its id, and the outcome if refused."""
-        if not isinstance(task, dict):
-            refusal = LogicalError(f"a task must be a dict, got {type(task).__name__}")
-            return str(uuid4()), _failed(refusal)
-        task_id = str(task.get("id") or uuid4())
-        with self._book:
-            if task_id in self._running or task_id in self._queued:
-                return task_id, _failed(
-                    LogicalError(f"task {task_id} is already on agent {self.child_id}")
-                )
-            self._queued.add(task_id)
-            if task_id in self._cancelled_ahead:
-                del self._cancelled_ahead[task_id]
-                self._cancel_requested.add(task_id)
-        return task_id, None
-
-    def _discharge(self, task_id: str) -> None:
-        """The task has left this agent (ended, or its call did)."""
-        with self._book:
-            self._queued.discard(task_id)
-            self._cancel_requested.discard(task_id)
-
-    async def _run_admitted(self, task_id: str, task: dict[str, Any]) -> dict[str, Any]:
-        """Wait for the agent, then run the handler (the agent is busy through a burst)."""
-        async with self._task_lock:
-            if task_id in self._cancel_requested:
-                return {"status": "cancelled"}
-            refusal = self._refusal()
-            if refusal is not None:
-                return _failed(refusal)
+    async def _drive(self, jobs: list[Job]) -> None:
+        """Run a batch's jobs in order, one at a time across batches (the task lock)."""
+        for job in jobs:
             try:
-                if self._lifecycle.state is not AgentState.BUSY:
-                    await self._transition(AgentState.BUSY, f"task {task_id}")
-            except (*_DB_ERRORS, Conflict) as exc:
-                return _failed(TransientError(f"cannot record the agent busy: {exc!r}"))
-            return await self._run_handler(task_id, task)
+                outcome = await self._run_job(job)
+            except BaseException as exc:  # never leave a job without an outcome
+                outcome = INTERRUPTED
+                if not isinstance(exc, asyncio.CancelledError):
+                    _log.exception("agent %s: running task %s failed", self.child_id, job.task_id)
+            self._notify(job, self._ledger.finish(job, outcome))
 
-    async def _run_handler(self, task_id: str, task: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _notify(job: Job, report: dict[str, Any]) -> None:
+        for queue in list(job.listeners):
+            queue.put_nowait((job.task_id, report))
+
+    async def _run_job(self, job: Job) -> dict[str, Any]:
+        async with self._task_lock:
+            if job.cancel_requested:
+                return {"status": "cancelled"}
+            refusal = INTERRUPTED if job.interrupted else self._refusal()
+            if refusal is not None:
+                return refusal
+            if self._lifecycle.state is not AgentState.BUSY:
+                try:
+                    await self._transition(AgentState.BUSY, f"task {job.task_id}")
+                except (*_DB_ERRORS, Conflict) as exc:  # bookkeeping: the work goes on
+                    _log.warning("agent %s: cannot record busy: %r", self.child_id, exc)
+            return await self._run_handler(job)
+
+    async def _run_handler(self, job: Job) -> dict[str, Any]:
         assert self.agent is not None and self.ctx is not None
         ctx = self.ctx
-        ctx.task = task
-        handler = asyncio.get_running_loop().create_task(self.agent.handle(task, ctx))
-        with self._book:
-            self._running[task_id] = handler
-            self._queued.discard(task_id)
-            if task_id in self._cancel_requested:
-                handler.cancel()
+        ctx.task = job.envelope
+        handler = asyncio.get_running_loop().create_task(self.agent.handle(job.envelope, ctx))
+        if self._ledger.started(job, handler):
+            self._notify(job, STARTED)
         try:
             await asyncio.wait({handler})
-        except asyncio.CancelledError:  # the run call itself was cancelled
-            handler.cancel()
-            with contextlib.suppress(*_DB_ERRORS, Conflict):
-                await asyncio.shield(
-                    self._transition(AgentState.IDLE, "run cancelled", keep_on_failure=True)
-                )
-            raise
         finally:
-            with self._book:
-                self._running.pop(task_id, None)
             ctx.task = None
         outcome, error = _outcome(handler)
         events: list[Event] = []
+        category = classify(error) if error is not None else None
+        self._fatal_in_a_row = self._fatal_in_a_row + 1 if category == "fatal" else 0
         next_state, reason = AgentState.IDLE, ""
         if error is not None:
-            category = classify(error)
-            ctx.log.warning("task %s failed (%s): %r", task_id, category, error)
+            ctx.log.warning("task %s failed (%s): %r", job.task_id, category, error)
             events.append(
                 AgentErrorRaised(
                     agent_id=self.child_id,
                     error_type=type(error).__name__,
                     message=str(error)[:2000],
-                    task_id=_uuid(task_id),
+                    task_id=_uuid(job.task_id),
                     category=category,
                 )
             )
-            if category == "fatal":
-                next_state, reason = AgentState.ERROR, f"fatal failure: {error!r}"[:500]
+            if self._fatal_in_a_row >= FATAL_IN_A_ROW:
+                next_state = AgentState.ERROR
+                reason = f"{self._fatal_in_a_row} fatal failures in a row: {error!r}"[:500]
         try:
             if next_state is AgentState.IDLE:  # busy until the work stops coming
                 await self._record_events(events)
@@ -660,7 +682,8 @@ class AgentHost(Supervised):
             else:
                 await self._transition(next_state, reason, events, keep_on_failure=True)
         except (*_DB_ERRORS, Conflict) as exc:  # the work is done: never lose its outcome
-            ctx.log.warning("could not record %s after task %s: %r", next_state, task_id, exc)
+            ctx.log.warning("could not record %s after task %s: %r", next_state, job.task_id, exc)
+            self._unwritten.extend(events)
         if next_state is AgentState.ERROR:
             self.exit_child("fatal", reason)
         return outcome
@@ -675,9 +698,12 @@ class AgentHost(Supervised):
         while True:
             await asyncio.sleep(IDLE_LINGER_S)
             async with self._task_lock:
-                with self._book:
-                    if self._queued or self._running:
-                        continue
+                if self._ledger.busy():
+                    continue
+                if self._unwritten:
+                    with contextlib.suppress(*_DB_ERRORS, Conflict):
+                        await self._record_events(self._unwritten)
+                        self._unwritten.clear()
                 if self._lifecycle.state is AgentState.BUSY and not self._stopping:
                     with contextlib.suppress(*_DB_ERRORS, Conflict):
                         await self._transition(AgentState.IDLE, "no more work")
@@ -707,7 +733,7 @@ class AgentHost(Supervised):
                 agent_id=self.child_id,
                 state=self._lifecycle.state,
                 loop_lag_ms=lag_s * 1000.0,
-                active_tasks=len(self._running),
+                active_tasks=len(self._ledger.active()),
             )
             try:
                 await bus.publish(event, timeout_s=interval_s)

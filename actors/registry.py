@@ -48,6 +48,12 @@ class Registry:
     def remove(self, agent_id: str) -> AgentEntry | None:
         return self._agents.pop(agent_id, None)
 
+    def discard(self, entry: AgentEntry) -> None:
+        """Remove this entry, not a newer one under the same id (a restarted agent that
+        registered again before its predecessor's calls failed)."""
+        if self._agents.get(entry.agent_id) is entry:
+            del self._agents[entry.agent_id]
+
     def get(self, agent_id: str) -> AgentEntry | None:
         return self._agents.get(agent_id)
 
@@ -85,7 +91,7 @@ class Registry:
         entry.inflight += 1
         entry.order = next(self._clock)
 
-    def release(self, agent_id: str) -> None:
-        entry = self._agents.get(agent_id)
-        if entry is not None and entry.inflight > 0:
+    def release(self, entry: AgentEntry) -> None:
+        """Free a slot of this entry (a predecessor's slots are not the new entry's)."""
+        if entry.inflight > 0:
             entry.inflight -= 1

@@ -3,18 +3,29 @@
 Guarantees:
 - PostgreSQL is the record. A submit returns after its rows are committed; every state
   change is committed (in group-commit batches, with its events in the outbox in the same
-  transaction) before anyone is told of it, and an assignment is durable before the
-  agent is called.
-- A lease is one attempt on one agent. It ends with a result, a failure or the agent's
-  death; a dead agent's tasks are re-queued at once. A result carries its attempt and one
-  for an attempt that is no longer current is refused, so a task completes at most once;
-  re-queueing on every lost lease means it is never lost.
+  transaction) before anyone is told of it, and a lease is durable before the agent is
+  called. A batch PostgreSQL does not take is retried until it does; `get` reads the record.
+- A shard has one owner: a manager takes the shard's epoch in PostgreSQL when it starts,
+  and every write of an older epoch changes nothing (`Fenced`: the stale manager stops).
+- A lease is one try on one agent, fenced by its token (`lease`, in every write and in the
+  envelope), so a result of a lease that is no longer current is refused by PostgreSQL
+  itself: a task completes at most once. A lease ends with a result, a failure, or the
+  agent's death; nothing is dropped, so a task is never lost.
+- An attempt is counted when its handler started (the agent reports it; `running` means
+  started). A lease handed back unstarted (the agent died with the task in its prefetch,
+  the agent is stopping, or a task manager restart finds the agent gone) costs no
+  attempt, up to `MAX_FREE_RETURNS` times a task, so a task that kills every agent it
+  reaches before its start is reported still ends.
+- A restarted shard rebuilds its queue from PostgreSQL and adopts the leases it finds: it
+  asks each agent what it holds, takes the outcomes that came meanwhile, and waits for the
+  rest; only leases whose agent is gone are re-queued.
 - Failures by category: transient -> retried after a backoff; fatal or a dead agent ->
   retried on another agent; logical -> failed at once. Retries stop at `max_attempts`;
-  every attempt's error is kept in `attempt_errors`.
+  every attempt's error is kept in `attempt_errors`. Only a cancel ends a task `cancelled`.
 - Highest priority first, oldest first among equals; a task is queued once all its
-  dependencies completed, and fails (with the reason) when one of them does not.
-- A restarted shard rebuilds its queue from PostgreSQL; leases it held are re-queued.
+  dependencies completed, and fails (with the reason) when one of them does not. A
+  dependency on another shard's task is released by a notice and, whatever became of the
+  notice, by re-reading PostgreSQL every `DEPENDENCY_RECHECK_S`.
 
 Tasks belong to shard `id.int % shards`; a client routes by id (see `actors.tasks`).
 """
@@ -27,6 +38,7 @@ import functools
 import heapq
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +47,7 @@ from uuid import UUID, uuid4
 
 import ray
 from pydantic import ValidationError
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayError
 
 from actors.registry import AgentEntry, Registry
 from runtime.config import load_settings
@@ -45,7 +57,7 @@ from runtime.models.events import Event, TaskAssigned, TaskResult
 from runtime.models.records import Task
 from runtime.policies import TASK_TRANSITIONS, TaskStatus, check_task_transition, retry_delay
 from runtime.store import tasks as task_store
-from runtime.store.group_commit import GroupCommitter
+from runtime.store.group_commit import Fenced, GroupCommitter
 from runtime.store.pool import create_pool
 from supervisors.child import Supervised
 
@@ -54,6 +66,9 @@ __all__ = ["TaskManager", "shard_of", "task_manager_name"]
 _log = logging.getLogger(__name__)
 S = TaskStatus
 _ACTIVE = (S.PENDING, S.QUEUED, S.ASSIGNED, S.RUNNING)
+MAX_FREE_RETURNS = 3  # leases a task may hand back unstarted before one counts
+DEPENDENCY_RECHECK_S = 1.0
+_AGENT_DIED = "AgentDied"
 
 
 def shard_of(task_id: UUID, shards: int) -> int:
@@ -74,6 +89,9 @@ class _Task:
 
     record: Task
     seq: int
+    db_lease: int = 0  # the lease PostgreSQL holds, as last written
+    returns: int = 0  # leases handed back unstarted
+    cancel_asked: bool = False
     waiting_on: set[UUID] = field(default_factory=set)
     avoid: set[str] = field(default_factory=set)
 
@@ -93,10 +111,13 @@ class _Task:
         self.record.__dict__.update(fields)
 
     def row(self) -> tuple[Any, ...]:
+        """The state to write, fenced by the lease PostgreSQL holds (rows are written in
+        the order they are made, so that is the lease of the row before)."""
         r = self.record
+        expect, self.db_lease = self.db_lease, r.lease
         return (
-            r.id, r.status.value, r.attempt, r.assigned_to, r.result, r.error,
-            r.attempt_errors, r.not_before, r.started_at, r.finished_at,
+            r.id, expect, r.status.value, r.attempt, r.lease, r.assigned_to, r.result,
+            r.error, r.attempt_errors, r.not_before, r.started_at, r.finished_at,
         )  # fmt: skip
 
     def envelope(self) -> dict[str, Any]:
@@ -104,6 +125,7 @@ class _Task:
         return {
             "id": str(r.id),
             "attempt": r.attempt,
+            "lease": r.lease,
             "title": r.title,
             "parameters": r.parameters,
             "project_id": str(r.project_id) if r.project_id else None,
@@ -140,11 +162,26 @@ class TaskManager(Supervised):
             raise RuntimeError("RAYVISOR_DATABASE_URL is not set in this worker")
         self.settings = settings
         self.pool = await create_pool(settings.database_dsn, min_size=2, max_size=8)
-        self.committer = GroupCommitter(self.pool, settings.batch_window_ms / 1000)
+        self.epoch = await self._take_shard()
+        self.committer = GroupCommitter(
+            self.pool, settings.batch_window_ms / 1000, owner=(self.shard, self.epoch)
+        )
         await self._rebuild()
         self._spawn(self._dispatch_loop())
         self._spawn(self._timer_loop())
         self._spawn(self._discover_agents_periodically())
+
+    async def _take_shard(self) -> int:
+        """Become the shard's owner: a new epoch, which fences every older owner out."""
+        context = ray.get_runtime_context()
+        owner = f"{self.namespace}/tm:{self.shard} actor {context.get_actor_id()} pid {os.getpid()}"
+        return await self.pool.fetchval(
+            "INSERT INTO shard_owners (shard, epoch, owner) VALUES ($1, 1, $2)"
+            " ON CONFLICT (shard) DO UPDATE SET epoch = shard_owners.epoch + 1,"
+            " owner = EXCLUDED.owner, taken_at = now() RETURNING epoch",
+            self.shard,
+            owner,
+        )
 
     async def on_stop(self) -> None:
         for task in list(self._background):
@@ -153,28 +190,35 @@ class TaskManager(Supervised):
         await self.pool.close()
 
     async def _rebuild(self) -> None:
-        """Load this shard's unfinished tasks; leases held before the restart are lost."""
+        """Load this shard's unfinished tasks and adopt the leases among them."""
         rows = await self.pool.fetch(
             "SELECT * FROM tasks WHERE status = ANY($1::text[]) ORDER BY created_at, id",
             [s.value for s in _ACTIVE],
         )
-        lost: list[_Task] = []
+        leased: dict[str, list[_Task]] = {}
         for row in rows:
             if shard_of(row["id"], self.shards) != self.shard:
                 continue
             live = self._adopt(Task.from_row(row))
             if live.record.status in (S.ASSIGNED, S.RUNNING):
-                lost.append(live)
+                leased.setdefault(live.record.assigned_to or "", []).append(live)
         pending = [t for t in self.tasks.values() if t.record.status is S.PENDING]
         await self._resolve_dependencies(pending)
-        for live in lost:
-            self._retry_or_fail(
-                live, {"category": "fatal", "type": "LeaseLost", "reason": "task manager restarted"}
-            )
+        with contextlib.suppress(Exception):
+            await self._discover_agents()
+        for agent_id, lives in leased.items():
+            agent = self.registry.get(agent_id)
+            if agent is None:  # gone: nothing of its leases will come back
+                for live in lives:
+                    self._hand_back(live, f"agent {agent_id} is gone")
+                continue
+            for _ in lives:
+                self.registry.acquire(agent)
+            self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in lives], adopt=True))
         await self._flush_changes()
 
     def _adopt(self, record: Task) -> _Task:
-        live = _Task(record, next(self._seq))
+        live = _Task(record, next(self._seq), db_lease=record.lease)
         self.tasks[record.id] = live
         if record.status is S.QUEUED:
             self._enqueue(live)
@@ -308,9 +352,8 @@ class TaskManager(Supervised):
                 live, agent = found
                 self.registry.acquire(agent)
                 live.move(S.ASSIGNED)
-                live.set(attempt=live.record.attempt + 1, assigned_to=agent.agent_id,
-                         started_at=_utcnow(), not_before=None)  # fmt: skip
-                live.move(S.RUNNING)  # in its agent's hands with the call below: one write
+                live.set(attempt=live.record.attempt + 1, lease=live.record.lease + 1,
+                         assigned_to=agent.agent_id, not_before=None)  # fmt: skip
                 leases.append((live, agent))
             if leases:
                 self._spawn(self._start_leases(leases))
@@ -318,102 +361,150 @@ class TaskManager(Supervised):
     async def _start_leases(self, leases: list[tuple[_Task, AgentEntry]]) -> None:
         """Record the leases, then call their agents. The dispatch loop does not wait for
         this: the next round's leases form while these commit, and join the next batch."""
+        granted = [(t, a, t.record.lease) for t, a in leases]
         events = [
-            TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt)
-            for t, a in leases
+            TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt, lease=n)
+            for t, a, n in granted
         ]
-        try:
-            await self._commit([t.row() for t, _ in leases], events)
-        except Exception:
-            _log.exception("tm:%s: could not record %d assignments", self.shard, len(leases))
-            await asyncio.sleep(0.5)  # the slots stay taken meanwhile: a backoff
-            for live, agent in leases:  # undo in memory: the database never saw them
-                self.registry.release(agent.agent_id)
-                if live.record.status is S.RUNNING and live.record.assigned_to == agent.agent_id:
-                    live.record.__dict__.update(status=S.QUEUED, assigned_to=None,
-                                                attempt=live.record.attempt - 1)  # fmt: skip
-                    self._enqueue(live)
-            return
-        for live, agent in leases:
-            if live.record.status is not S.RUNNING:  # ended meanwhile (cancelled, deadline)
-                self.registry.release(agent.agent_id)
-        current = [(t, a) for t, a in leases if t.record.status is S.RUNNING]
+        await self._commit([t.row() for t, _ in leases], events)
+        current: list[tuple[_Task, AgentEntry]] = []
+        for live, agent, lease in granted:
+            if live.record.lease == lease and live.record.status is S.ASSIGNED:
+                current.append((live, agent))
+            else:  # ended meanwhile (cancelled, deadline)
+                self.registry.release(agent)
         for agent, batch in _batches(current):
-            self._spawn(self._run_batch(agent, batch))
+            self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in batch]))
 
-    async def _run_batch(self, agent: AgentEntry, batch: list[_Task]) -> None:
-        """Leases on one agent in one streaming call: each chunk of outcomes is settled
-        (and committed together) as it comes; every lease the call leaves open when it
-        ends (the agent died, or sent no outcome for it) fails as the agent's fault."""
-        open_leases = {str(t.id): (t, t.record.attempt) for t in batch}
-        failure = _failure("fatal", "NoOutcome", f"agent {agent.agent_id} sent no outcome")
+    async def _run_batch(
+        self, agent: AgentEntry, batch: list[tuple[_Task, int]], adopt: bool = False
+    ) -> None:
+        """Leases on one agent in one streaming call (`run_many`, or `adopt` for leases of
+        an earlier incarnation of this shard): starts and outcomes are settled (and
+        committed together) as they come; a lease the call leaves open when it ends was
+        lost with the agent."""
+        open_leases = {str(t.id): (t, lease) for t, lease in batch}
+        reason = f"agent {agent.agent_id} sent no outcome"
         try:
-            async for ref in agent.handle.run_many.remote([t.envelope() for t in batch]):
+            if adopt:
+                call = agent.handle.adopt.remote({k: v[1] for k, v in open_leases.items()})
+            else:
+                call = agent.handle.run_many.remote([t.envelope() for t, _ in batch])
+            async for ref in call:
                 chunk = await ref
                 for task_id, outcome in chunk:
-                    self._settle_lease(open_leases, task_id, outcome, agent.agent_id)
+                    self._on_report(open_leases, task_id, outcome, agent)
                 await self._flush_changes()
-        except RayActorError as exc:
-            self.registry.remove(agent.agent_id)
-            failure = _failure("fatal", "AgentDied", f"agent {agent.agent_id} died: {exc}")
         except RayError as exc:
-            failure = _failure("fatal", type(exc).__name__, str(exc)[:2000])
-        except asyncio.CancelledError:  # this shard is stopping: the next one re-queues
+            self.registry.discard(agent)
+            reason = f"agent {agent.agent_id} died: {type(exc).__name__}: {exc}"[:2000]
+        except asyncio.CancelledError:  # this shard is stopping: the next one adopts them
             open_leases.clear()
             raise
         finally:
             for task_id in list(open_leases):
-                self._settle_lease(open_leases, task_id, failure, agent.agent_id)
+                live, lease = open_leases.pop(task_id)
+                self.registry.release(agent)
+                if self._is_current(live, lease):
+                    self._lease_lost(live, reason)
+        self._wake.set()
         await self._flush_changes()
 
-    def _settle_lease(
+    def _on_report(
         self,
         open_leases: dict[str, tuple[_Task, int]],
         task_id: str,
         outcome: dict[str, Any],
-        agent_id: str,
+        agent: AgentEntry,
     ) -> None:
-        """Close one lease of a batch: free its slot, settle it if still current."""
-        lease = open_leases.pop(task_id, None)
+        """One report of a batch: a start, or the outcome that closes the lease."""
+        lease = open_leases.get(task_id)
         if lease is None:
             return  # not one of this batch's leases (or already closed)
-        self.registry.release(agent_id)
+        live, number = lease
+        status = outcome.get("status") if isinstance(outcome, dict) else None
+        if status == "started":
+            if self._is_current(live, number) and live.record.status is S.ASSIGNED:
+                self._mark_started(live)
+            return
+        del open_leases[task_id]
+        self.registry.release(agent)
         self._wake.set()
+        if status == "interrupted":  # the agent is stopping: no more work for it
+            self.registry.discard(agent)
         with contextlib.suppress(StaleAttempt):
-            self._settle_now(lease[0].id, lease[1], outcome, agent_id)
+            self._settle_now(live.id, number, outcome, agent.agent_id)
 
-    async def report_result(self, task_id: str, attempt: int, outcome: dict[str, Any]) -> bool:
-        """Settle an attempt from outside (an agent reporting late); StaleAttempt if stale."""
-        self._settle_now(UUID(task_id), attempt, outcome, None)
+    def _mark_started(self, live: _Task) -> None:
+        live.move(S.RUNNING)
+        live.set(started_at=_utcnow())
+        self._changed.append(live)
+
+    @staticmethod
+    def _is_current(live: _Task, lease: int) -> bool:
+        return live.record.lease == lease and live.record.status in (S.ASSIGNED, S.RUNNING)
+
+    async def report_result(self, task_id: str, lease: int, outcome: dict[str, Any]) -> bool:
+        """Settle a lease from outside (an agent reporting late); StaleAttempt if stale."""
+        self._settle_now(UUID(task_id), lease, outcome, None)
         await self._flush_changes()
         return True
 
     def _settle_now(
-        self, task_id: UUID, attempt: int, outcome: dict[str, Any], agent_id: str | None
+        self, task_id: UUID, lease: int, outcome: dict[str, Any], agent_id: str | None
     ) -> None:
-        """Apply an attempt's outcome in memory (the caller flushes); StaleAttempt if the
-        attempt is not the current one."""
+        """Apply a lease's outcome in memory (the caller flushes); StaleAttempt if the
+        lease is not the current one."""
         live = self.tasks.get(task_id)
-        if live is None or live.record.attempt != attempt or live.record.status not in (
-            S.ASSIGNED, S.RUNNING,
-        ):  # fmt: skip
+        if live is None or not self._is_current(live, lease):
             self.counters["stale_results"] += 1
-            current = live.record.attempt if live else None
             raise StaleAttempt(
-                f"task {task_id}: attempt {attempt} is not current",
-                task_id=str(task_id), attempt=attempt, current_attempt=current,
+                f"task {task_id}: lease {lease} is not current",
+                task_id=str(task_id), attempt=lease,
+                current_attempt=live.record.lease if live else None,
             )  # fmt: skip
         status = outcome.get("status") if isinstance(outcome, dict) else None
+        if status in ("interrupted", "unknown") or (
+            status == "cancelled" and not live.cancel_asked
+        ):
+            self._hand_back(live, f"handed back by agent {agent_id}: {status}")
+            return
+        if live.record.status is S.ASSIGNED:
+            self._mark_started(live)  # an outcome without its start: it did start
         if status == "completed":
             self._complete(live, outcome.get("result"))
         elif status == "cancelled":
-            self._finish(live, S.CANCELLED, error={"category": "logical", "reason": "cancelled"})
+            self._finish(live, S.CANCELLED, error={"category": "logical", "type": "Cancelled",
+                                                   "reason": "cancelled on request"})  # fmt: skip
         else:
             error = outcome.get("error") if isinstance(outcome, dict) else None
             if not isinstance(error, dict):
                 error = {"category": "logical", "type": "BadOutcome",
                          "reason": f"an agent returned {outcome!r:.200}"}  # fmt: skip
             self._retry_or_fail(live, error, agent_id)
+
+    def _lease_lost(self, live: _Task, reason: str) -> None:
+        """The agent died holding the lease: a started attempt counts, an unstarted one
+        goes back to the queue for free."""
+        if live.record.status is S.RUNNING:
+            error = {"category": "fatal", "type": _AGENT_DIED, "reason": reason}
+            self._retry_or_fail(live, error, live.record.assigned_to)
+        else:
+            self._hand_back(live, reason)
+
+    def _hand_back(self, live: _Task, reason: str) -> None:
+        """Re-queue a lease whose handler never started: no attempt spent (but past
+        MAX_FREE_RETURNS a return counts, so a task that kills agents unseen still ends)."""
+        live.returns += 1
+        if live.returns > MAX_FREE_RETURNS:
+            error = {"category": "fatal", "type": _AGENT_DIED,
+                     "reason": f"{reason} (handed back {live.returns} times)"}  # fmt: skip
+            self._retry_or_fail(live, error, live.record.assigned_to)
+            return
+        live.move(S.QUEUED)
+        live.set(attempt=max(0, live.record.attempt - 1), assigned_to=None, started_at=None)
+        self._enqueue(live)
+        self._changed.append(live)
 
     def _retry_or_fail(
         self, live: _Task, error: dict[str, Any], agent_id: str | None = None
@@ -488,7 +579,8 @@ class TaskManager(Supervised):
                     await other.dependency_done.remote(str(task_id), status.value)
 
     async def _flush_changes(self) -> None:
-        changed, self._changed = self._changed, []
+        changed = list({id(t): t for t in self._changed}.values())
+        self._changed = []
         if not changed:
             return
         await self._commit([t.row() for t in changed], self._terminal_events(changed))
@@ -528,6 +620,7 @@ class TaskManager(Supervised):
         live = self.tasks.get(tid)
         if live is None:
             return await self.get(task_id)
+        live.cancel_asked = True
         await self._end_early(live, S.CANCELLED, "cancelled on request")
         return self._view(live.record)
 
@@ -543,9 +636,14 @@ class TaskManager(Supervised):
         await self._flush_changes()
 
     async def _timer_loop(self) -> None:
+        recheck_at = time.monotonic() + DEPENDENCY_RECHECK_S
         while True:
             await asyncio.sleep(0.05)
             now = time.monotonic()
+            if now >= recheck_at:
+                recheck_at = now + DEPENDENCY_RECHECK_S
+                with contextlib.suppress(Exception):  # PostgreSQL down: the next round
+                    await self._recheck_other_shards_dependencies()
             while self._delayed and self._delayed[0][0] <= now:
                 _, task_id = heapq.heappop(self._delayed)
                 live = self.tasks.get(task_id)
@@ -558,6 +656,22 @@ class TaskManager(Supervised):
                 if live is not None and not live.record.status.is_terminal:
                     await self._end_early(live, S.TIMED_OUT, "deadline passed")
 
+    async def _recheck_other_shards_dependencies(self) -> None:
+        """Release (or fail) dependents from what PostgreSQL holds of other shards' tasks:
+        a notice of theirs may be lost, or come before its dependent was registered."""
+        foreign = {d for deps in (t.waiting_on for t in self.tasks.values()) for d in deps
+                   if shard_of(d, self.shards) != self.shard}  # fmt: skip
+        if not foreign:
+            return
+        rows = await self.pool.fetch(
+            "SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])", list(foreign)
+        )
+        for row in rows:
+            status = S(row["status"])
+            if status.is_terminal:
+                self._dependency_finished(row["id"], status)
+        await self._flush_changes()
+
     # ---- agents --------------------------------------------------------------------------
 
     async def register_agent(
@@ -568,8 +682,17 @@ class TaskManager(Supervised):
         self._wake.set()
 
     async def agent_down(self, agent_id: str) -> None:
-        """A supervisor saw the agent die or hang: stop giving it work."""
-        self.registry.remove(agent_id)
+        """A supervisor saw the agent die, hang or its circuit open: stop giving it work.
+
+        The news may come after the agent's successor registered: an entry that answers
+        a ping is that successor, and stays."""
+        entry = self.registry.get(agent_id)
+        if entry is None:
+            return
+        try:
+            await asyncio.wait_for(entry.handle.rv_ping.remote(), 1.0)
+        except (RayError, TimeoutError):
+            self.registry.discard(entry)
 
     async def _discover_agents_periodically(self, every_s: float = 5.0) -> None:
         """Find live agents through the supervision tree (after a restart of this shard)."""
@@ -601,10 +724,8 @@ class TaskManager(Supervised):
     # ---- reading --------------------------------------------------------------------------
 
     async def get(self, task_id: str) -> dict[str, Any]:
+        """The task as PostgreSQL holds it: memory may be ahead of what is committed."""
         tid = UUID(task_id)
-        live = self.tasks.get(tid)
-        if live is not None:
-            return self._view(live.record)
         record = await task_store.get(self.pool, tid)
         if record is None:
             raise NotFound(f"no task {task_id}")
@@ -655,7 +776,21 @@ class TaskManager(Supervised):
     # ---- plumbing -------------------------------------------------------------------------
 
     async def _commit(self, rows: list[tuple[Any, ...]], events: list[Event] | None = None) -> None:
-        await self.committer.write(rows, events or [])
+        """Write durably; a stale owner or a failure no retry can mend stops this shard
+        (its successor rebuilds from PostgreSQL), as OTP would let it crash."""
+        try:
+            refused = await self.committer.write(rows, events or [])
+        except Fenced as exc:
+            _log.error("tm:%s epoch %s fenced out: %s", self.shard, self.epoch, exc)
+            self.exit_child("fatal", f"fenced: {exc}")
+            raise
+        except Exception as exc:
+            _log.exception("tm:%s: a commit failed", self.shard)
+            self.exit_child("fatal", f"commit failed: {exc!r}"[:500])
+            raise
+        if refused:  # PostgreSQL holds another lease: memory is wrong, so is this shard
+            _log.error("tm:%s: %d writes refused by their lease", self.shard, len(refused))
+            self.exit_child("fatal", f"{len(refused)} writes refused by their lease")
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

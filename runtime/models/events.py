@@ -167,13 +167,14 @@ class AgentPerformance(Event):
 
 
 class TaskAssigned(Event):
-    """A lease granted: `attempt` is the number a result must carry to be accepted."""
+    """A lease granted: `lease` is the token a result must carry to be accepted."""
 
     subject_template = "tasks.{task_id}.assignment"
 
     task_id: UUID
     agent_id: AgentId
     attempt: int = Field(ge=1)
+    lease: int = Field(default=0, ge=0)
 
 
 class TaskProgress(Event):

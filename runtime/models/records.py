@@ -91,7 +91,12 @@ class Project(Record):
 
 
 class Task(Record):
-    """A unit of work. `attempt` counts leases granted; a result must carry the current one."""
+    """A unit of work.
+
+    `lease` is the fencing token: it grows with every lease granted, and a change of the
+    task (a result above all) must carry the current one. `attempt` counts the attempts
+    whose handler started (or may have): a lease handed back unstarted does not count.
+    """
 
     json_columns = frozenset({"parameters", "result", "error", "attempt_errors"})
 
@@ -109,6 +114,7 @@ class Task(Record):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = Field(default=0, ge=0)
+    lease: int = Field(default=0, ge=0)
     assigned_to: str | None = None
     result: Any = None
     error: dict[str, Any] | None = None

@@ -57,6 +57,7 @@ COLUMNS: tuple[str, ...] = (
     "idempotency_key",
     "status",
     "attempt",
+    "lease",
     "assigned_to",
     "result",
     "error",
@@ -191,15 +192,16 @@ async def update(
     task_id: UUID,
     *,
     expect_attempt: int | None = None,
+    expect_lease: int | None = None,
     events: Sequence[Event] = (),
     **fields: Any,
 ) -> Task | None:
     """Set `fields` (column names) on a task and return it, with its events.
 
-    `updated_at` is set to now unless given. With `expect_attempt`, the change is made only
-    while the row's `attempt` equals it (fencing). Returns None, changing nothing and
-    queueing no event, when the task is missing or the attempt is stale. An unknown field
-    raises ValueError before anything is sent.
+    `updated_at` is set to now unless given. With `expect_lease` (or `expect_attempt`), the
+    change is made only while the row's `lease` (`attempt`) equals it (fencing). Returns
+    None, changing nothing and queueing no event, when the task is missing or stale. An
+    unknown field raises ValueError before anything is sent.
     """
     # Names are checked against the columns before they are put into the SQL text.
     unknown = sorted(set(fields) - _UPDATABLE)
@@ -220,6 +222,9 @@ async def update(
     if expect_attempt is not None:
         args.append(expect_attempt)
         sql += f" AND attempt = ${len(args)}"
+    if expect_lease is not None:
+        args.append(expect_lease)
+        sql += f" AND lease = ${len(args)}"
     sql += " RETURNING *"
     row = await fetchrow_with_events(conn, sql, args, events)
     return Task.from_row(row) if row else None

@@ -30,8 +30,19 @@ def test_load_spreads_and_full_agents_are_skipped() -> None:
     assert {first.agent_id, second.agent_id} == {"a", "b"}
     registry.acquire(second)
     assert registry.match(frozenset({"echo"})) is None  # both at capacity 1
-    registry.release("a")
+    registry.release(registry.get("a"))
     assert registry.match(frozenset({"echo"})).agent_id == "a"
+
+
+def test_a_predecessors_failure_leaves_the_restarted_agents_entry_alone() -> None:
+    registry = make()
+    old = registry.match(frozenset({"echo"}))
+    registry.acquire(old)
+    new = registry.register(old.agent_id, ["echo"], handle="new incarnation")
+    registry.release(old)  # the old incarnation's lease ends
+    registry.discard(old)  # and its call failed: the agent died
+    assert registry.get(old.agent_id) is new
+    assert new.inflight == 0
 
 
 def test_capacity_allows_prefetch() -> None:
