@@ -38,6 +38,22 @@ RUNS: dict[str, tuple[list[str], set[str]]] = {
             "serve_settings",
         },
     ),
+    "chaos.py": (
+        ["--duration", "5", "--rate", "20", "--give-up", "20", "--drain-timeout", "30"],
+        {
+            "duration_s",
+            "rate",
+            "submitted",
+            "completed_once",
+            "completed_twice",
+            "lost",
+            "failed",
+            "cancelled",
+            "events_missing",
+            "events_duplicated",
+            "faults",
+        },
+    ),
 }
 
 
