@@ -2,34 +2,191 @@
 
 It routes each task to its TaskManager shard by id (`id.int % shards`), so a task's
 every call goes to the one actor that owns it.
+
+A shard is a supervised actor: when its process dies the supervisor starts a new actor
+under the same name (`tm:0`), and a cached handle would point at the dead one forever.
+So every call goes through a `NamedActor`, which drops the handle on `RayActorError`
+(the actor died, before or during the call) or `ActorUnavailableError`, resolves the
+name again and retries on the new incarnation, for at most `restart_wait_s`; past that
+it raises `ActorUnreachable` (the HTTP API answers 503 with `Retry-After`). Only calls
+that are safe to repeat are retried: reads, `cancel`, `wait` (with what is left of its
+timeout) and `submit_many` (tasks carry their ids: a retry returns what the lost call
+stored and submits only the rest).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.task_manager import shard_of, task_manager_name
+from runtime.errors import NotFound
 
-__all__ = ["TaskClient"]
+__all__ = [
+    "RESTART_WAIT_S",
+    "UNREACHABLE",
+    "ActorUnreachable",
+    "NamedActor",
+    "TaskClient",
+]
+
+T = TypeVar("T")
+
+RESTART_WAIT_S = 10.0
+"""How long a caller waits for a supervisor to bring a named actor back."""
+_FIRST_BACKOFF_S = 0.02
+_MAX_BACKOFF_S = 0.5
+_SNAPSHOT_TIMEOUT_S = 5.0
+_ROOT_NAME = "sup:root"  # supervisors.tree.ROOT_NAME (not imported: that module imports Ray
+# actor classes this client does not need)
+
+UNREACHABLE: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError)
+"""Errors that mean "this incarnation is gone or not answering", not "the call failed"."""
+
+
+class ActorUnreachable(RuntimeError):
+    """A named actor did not answer within the restart bound (callers answer 503)."""
+
+    def __init__(self, name: str, waited_s: float, cause: BaseException | None) -> None:
+        super().__init__(f"{name} did not answer within {waited_s:.1f} s: {cause!r}"[:500])
+        self.name = name
+        self.waited_s = waited_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorUnreachable, (self.name, self.waited_s, None))
+
+
+class _NotRunning(Exception):
+    """The name is not registered yet, or its actor has not finished starting."""
+
+
+class NamedActor:
+    """Whatever actor currently holds `name` in `namespace`, found again after it died.
+
+    A handle is taken only once the supervision tree (if the actor is in one) reports
+    that incarnation `running`: a restarted actor is registered under its name before
+    its `rv_start` has finished, and calls it takes before then would find it half built.
+    """
+
+    def __init__(self, name: str, namespace: str, restart_wait_s: float = RESTART_WAIT_S) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.restart_wait_s = restart_wait_s
+        self.resolutions = 0
+        """How many times the name was resolved (1 + the restarts this caller saw)."""
+        self._handle: Any | None = None
+        self._resolving: asyncio.Task[Any] | None = None
+
+    async def handle(self) -> Any:
+        """The current incarnation's handle, waiting up to `restart_wait_s` for one."""
+        return await self.call(_identity)
+
+    def forget(self, handle: Any) -> None:
+        """Drop `handle` if it is the cached one (a newer one may be cached already)."""
+        if self._handle is handle:
+            self._handle = None
+
+    async def call(self, op: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+        """`op(handle)`, retried on the next incarnation while the actor is restarted.
+
+        `retry=False` for calls that must not run twice: only resolving the name waits
+        then, and an actor that dies during the call fails it.
+        """
+        deadline: float | None = None
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            handle = None
+            try:
+                handle = await self._resolve()
+                return await op(handle)
+            except (*UNREACHABLE, _NotRunning) as exc:
+                if isinstance(exc, RayTaskError):  # raised inside the actor: it is alive
+                    raise
+                if handle is not None:
+                    self.forget(handle)
+                if handle is not None and not retry and not isinstance(exc, _NotRunning):
+                    raise
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.restart_wait_s
+                if now >= deadline:
+                    cause = exc.__cause__ if isinstance(exc, _NotRunning) else exc
+                    raise ActorUnreachable(self.name, self.restart_wait_s, cause) from exc
+                await asyncio.sleep(min(backoff, deadline - now))
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    async def _resolve(self) -> Any:
+        if self._handle is not None:
+            return self._handle
+        # concurrent callers of one loop share one resolution (and one snapshot call)
+        loop = asyncio.get_running_loop()
+        pending = self._resolving
+        if pending is None or pending.done() or pending.get_loop() is not loop:
+            pending = self._resolving = loop.create_task(self._lookup())
+        return await asyncio.shield(pending)
+
+    async def _lookup(self) -> Any:
+        try:
+            handle = ray.get_actor(self.name, namespace=self.namespace)
+        except ValueError as exc:
+            raise _NotRunning(f"no actor named {self.name}") from exc
+        if not await self._started(handle):
+            raise _NotRunning(f"{self.name} is still starting")
+        self.resolutions += 1
+        self._handle = handle
+        return handle
+
+    async def _started(self, handle: Any) -> bool:
+        """Whether the tree says this incarnation is running; True when no tree knows the
+        name (a standalone actor) or the tree cannot be asked (best effort)."""
+        try:
+            root = ray.get_actor(_ROOT_NAME, namespace=self.namespace)
+        except ValueError:
+            return True
+        if root._actor_id == handle._actor_id:  # the root itself: Ray restarts it in place
+            return True
+        try:
+            tree = await asyncio.wait_for(root.snapshot.remote(), _SNAPSHOT_TIMEOUT_S)
+        except (TimeoutError, ray.exceptions.RayError):
+            return True
+        node = _find_node(tree, self.name)
+        if node is None:
+            return True
+        return node.get("state") == "running" and node.get("actor_id") == handle._actor_id.hex()
+
+
+def _find_node(node: dict[str, Any], actor_name: str) -> dict[str, Any] | None:
+    if node.get("actor_name") == actor_name:
+        return node
+    for child in node.get("children", []):
+        found = _find_node(child, actor_name)
+        if found is not None:
+            return found
+    return None
+
+
+async def _identity(handle: Any) -> Any:
+    return handle
 
 
 class TaskClient:
-    def __init__(self, namespace: str, shards: int = 1) -> None:
+    def __init__(
+        self, namespace: str, shards: int = 1, restart_wait_s: float = RESTART_WAIT_S
+    ) -> None:
         self.namespace = namespace
         self.shards = shards
-        self._handles: dict[int, Any] = {}
+        self.restart_wait_s = restart_wait_s
+        self.managers = [
+            NamedActor(task_manager_name(s), namespace, restart_wait_s) for s in range(shards)
+        ]
 
-    def _tm(self, shard: int) -> Any:
-        if shard not in self._handles:
-            self._handles[shard] = ray.get_actor(task_manager_name(shard), self.namespace)
-        return self._handles[shard]
-
-    def _owner(self, task_id: str | UUID) -> Any:
-        return self._tm(shard_of(UUID(str(task_id)), self.shards))
+    def _owner(self, task_id: str | UUID) -> NamedActor:
+        return self.managers[shard_of(UUID(str(task_id)), self.shards)]
 
     async def submit(self, **task: Any) -> dict[str, Any]:
         """Submit one task (the fields of TaskCreate); returns it as stored."""
@@ -42,10 +199,7 @@ class TaskClient:
             item = {**task, "id": str(task.get("id") or uuid4())}
             by_shard.setdefault(shard_of(UUID(item["id"]), self.shards), []).append((index, item))
         answers = await asyncio.gather(
-            *(
-                self._tm(s).submit_many.remote([i for _, i in items])
-                for s, items in by_shard.items()
-            )
+            *(self._submit_to(s, [i for _, i in items]) for s, items in by_shard.items())
         )
         out: list[dict[str, Any]] = [{} for _ in tasks]
         for (_, items), stored in zip(by_shard.items(), answers, strict=True):
@@ -53,15 +207,33 @@ class TaskClient:
                 out[index] = task
         return out
 
+    async def _submit_to(self, shard: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        attempts = 0
+
+        async def op(handle: Any) -> list[dict[str, Any]]:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                return await handle.submit_many.remote(items)
+            return await _submit_again(handle, items)
+
+        return await self.managers[shard].call(op)
+
     async def get(self, task_id: str | UUID) -> dict[str, Any]:
-        return await self._owner(task_id).get.remote(str(task_id))
+        return await self._owner(task_id).call(lambda tm: tm.get.remote(str(task_id)))
 
     async def wait(self, task_id: str | UUID, timeout_s: float = 60) -> dict[str, Any]:
-        """The task once it has ended (completed, failed, cancelled, timed_out)."""
-        return await self._owner(task_id).wait.remote(str(task_id), timeout_s)
+        """The task once it has ended (completed, failed, cancelled, timed_out); a wait cut
+        by a restart of its shard goes on at the new one for what is left of `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+
+        def op(tm: Any) -> Awaitable[dict[str, Any]]:
+            return tm.wait.remote(str(task_id), max(0.0, deadline - time.monotonic()))
+
+        return await self._owner(task_id).call(op)
 
     async def cancel(self, task_id: str | UUID) -> dict[str, Any]:
-        return await self._owner(task_id).cancel.remote(str(task_id))
+        return await self._owner(task_id).call(lambda tm: tm.cancel.remote(str(task_id)))
 
     async def list(
         self,
@@ -71,7 +243,33 @@ class TaskClient:
         after: tuple[str, str] | None = None,
         newest_first: bool = False,
     ) -> list[dict[str, Any]]:
-        return await self._tm(0).list_tasks.remote(status, capability, limit, after, newest_first)
+        return await self.managers[0].call(
+            lambda tm: tm.list_tasks.remote(status, capability, limit, after, newest_first)
+        )
 
     async def statistics(self) -> list[dict[str, Any]]:
-        return await asyncio.gather(*(self._tm(s).statistics.remote() for s in range(self.shards)))
+        return await asyncio.gather(
+            *(m.call(lambda tm: tm.statistics.remote()) for m in self.managers)
+        )
+
+
+async def _submit_again(handle: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Submit `items` after a call that may have stored them before its actor died: the
+    tasks found by id are returned as stored, only the others are submitted again (a task
+    id is a primary key, so sending a stored one again would be refused)."""
+    found = await asyncio.gather(
+        *(handle.get.remote(item["id"]) for item in items), return_exceptions=True
+    )
+    stored: dict[str, dict[str, Any]] = {}
+    missing: list[dict[str, Any]] = []
+    for item, task in zip(items, found, strict=True):
+        if isinstance(task, NotFound):
+            missing.append(item)
+        elif isinstance(task, BaseException):
+            raise task
+        else:
+            stored[item["id"]] = task
+    if missing:
+        again = await handle.submit_many.remote(missing)
+        stored.update({item["id"]: task for item, task in zip(missing, again, strict=True)})
+    return [stored[item["id"]] for item in items]

@@ -5,7 +5,8 @@ under load the requests that arrive while calls are in flight go together in the
 one (as group commit does for writes), so a lone request waits for nothing and a burst
 costs a few calls. A batch refused as a whole (one item names an unknown dependency, say)
 is retried item by item, so each request gets its own answer and no other is refused
-for it.
+for it; a batch refused because its shard did not come back within the restart bound is
+not (each item would wait that bound again).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.tasks import TaskClient
+from actors.tasks import ActorUnreachable, TaskClient
 
 __all__ = ["SubmitBatcher"]
 
@@ -52,8 +53,11 @@ class SubmitBatcher:
         try:
             stored = await self.tasks.submit_many([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _settle(batch[0][1], error=exc)
+            if len(batch) == 1 or isinstance(exc, ActorUnreachable):
+                # a shard that stayed down past the restart bound is down for each item
+                # too: one at a time would make every request wait that bound again
+                for _, future in batch:
+                    _settle(future, error=exc)
             else:  # find whose it is: each alone
                 await asyncio.gather(*(self._send([entry]) for entry in batch))
             return

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from starlette.exceptions import HTTPException
 
+from actors.tasks import ActorUnreachable
 from runtime.errors import Conflict, LogicalError, NotFound
 
 __all__ = ["FieldError", "Problem", "document", "install", "problem", "unwrap"]
@@ -72,8 +73,10 @@ def unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-# A part the request needs is down (PostgreSQL, a task manager restarting): 503, retry.
+# A part the request needs is down (PostgreSQL, a task manager not back within the
+# restart bound): 503, retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
+    ActorUnreachable,
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,

@@ -1,5 +1,6 @@
 """What one ingress replica holds: its settings, PostgreSQL pool, NATS connection, and
-the handles it calls (task manager shards, the root supervisor)."""
+the actors it calls (task manager shards, supervisors) by name: each is a `NamedActor`,
+found again after its supervisor (or Ray, for the root) restarts it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from typing import Any
 
 import asyncpg
 
-from actors.tasks import TaskClient
+from actors.tasks import RESTART_WAIT_S, NamedActor, TaskClient
 from runtime.bus import Bus
 from runtime.config import Settings
 from runtime.store.pool import create_pool
 from serve.auth import Authenticator
 from serve.batching import SubmitBatcher
-from supervisors.tree import get_root
+from supervisors.tree import ROOT_NAME, get_root
 
 __all__ = ["System"]
 
@@ -29,6 +30,8 @@ class System:
     tasks: TaskClient
     submits: SubmitBatcher
     started_at: float = field(default_factory=time.monotonic)
+    restart_wait_s: float = RESTART_WAIT_S
+    _named: dict[str, NamedActor] = field(default_factory=dict)
 
     @classmethod
     async def connect(cls, settings: Settings) -> System:
@@ -49,8 +52,21 @@ class System:
         )
 
     def root(self) -> Any | None:
-        """The root supervisor's handle, or None when no tree runs in the namespace."""
+        """The root supervisor's handle now, or None when no tree runs in the namespace."""
         return get_root(self.settings.namespace)
+
+    def named(self, name: str) -> NamedActor:
+        """The actor `name` of the tree's namespace, waited for while it is restarted."""
+        actor = self._named.get(name)
+        if actor is None:
+            actor = self._named[name] = NamedActor(
+                name, self.settings.namespace, self.restart_wait_s
+            )
+        return actor
+
+    @property
+    def root_actor(self) -> NamedActor:
+        return self.named(ROOT_NAME)
 
     async def close(self) -> None:
         await self.bus.close()

@@ -3,11 +3,12 @@ the pool supervisor, so the tree keeps knowing them), and each agent's state his
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import ray
 from fastapi import APIRouter, HTTPException, Path, Query
 
+from actors.tasks import NamedActor
 from runtime.models.api import AgentSpawn, AgentSpawned
 from runtime.models.common import AGENT_ID_PATTERN
 from runtime.models.enums import AgentState, Scope
@@ -23,11 +24,17 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"])
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN)]
 
 
-def _pool(system: SystemDep, template: str) -> Any:
+def _pool(system: SystemDep, template: str) -> NamedActor | None:
+    """The pool supervisor of `template`, or None if no pool runs it. A configured pool
+    whose supervisor is not registered right now is being restarted: it is waited for."""
+    name = pool_actor_name(template)
     try:
-        return ray.get_actor(pool_actor_name(template), namespace=system.settings.namespace)
+        ray.get_actor(name, namespace=system.settings.namespace)
     except ValueError:
-        return None
+        pools = (system.settings.tree or {}).get("pools") or []
+        if not any(isinstance(p, dict) and p.get("id") == template for p in pools):
+            return None
+    return system.named(name)
 
 
 async def _agent(system: SystemDep, agent_id: str) -> AgentRecord:
@@ -52,7 +59,8 @@ async def spawn_agent(body: AgentSpawn, system: SystemDep) -> AgentSpawned:
     pool = _pool(system, body.template)
     if pool is None:
         raise bad_input("body.template", f"no pool runs template {body.template!r}")
-    agent_id = await pool.start_child.remote()
+    # not retried: a pool that died during the call may have added the member already
+    agent_id = await pool.call(lambda sup: sup.start_child.remote(), retry=False)
     return AgentSpawned(
         agent_id=agent_id, template=body.template, supervisor_id=pool_supervisor_id(body.template)
     )
@@ -72,11 +80,9 @@ async def get_agent(agent_id: AgentIdPath, system: SystemDep) -> AgentRecord:
 async def stop_agent(agent_id: AgentIdPath, system: SystemDep) -> None:
     """Stop an agent gracefully and remove it from its pool (it is not restarted)."""
     record = await _agent(system, agent_id)
-    try:
-        agents_sup = ray.get_actor("sup:agents", namespace=system.settings.namespace)
-    except ValueError:
-        raise HTTPException(503, "no supervision tree is running") from None
-    pool = await agents_sup.child_handle.remote(record.supervisor_id or "")
+    pool = await system.named("sup:agents").call(
+        lambda sup: sup.child_handle.remote(record.supervisor_id or "")
+    )
     if pool is None or not await pool.terminate_child.remote(agent_id):
         raise HTTPException(409, f"agent {agent_id} is not a running member of a pool")
 

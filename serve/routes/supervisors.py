@@ -24,12 +24,12 @@ router = APIRouter(prefix="/api/v1/supervisors", tags=["supervisors"])
 )
 async def tree(system: SystemDep) -> dict[str, Any]:
     """Every node: id, kind, strategy, state, restarts, breaker, Ray actor id, node, pid."""
-    root = system.root()
-    if root is None:
+    if system.root() is None:
         raise HTTPException(
             503, f"no supervision tree runs in namespace {system.settings.namespace}"
         )
-    return await root.snapshot.remote()
+    # Ray restarts the root in place: a snapshot cut by that is asked again
+    return await system.root_actor.call(lambda root: root.snapshot.remote())
 
 
 @router.get(
