@@ -6,6 +6,11 @@ with the field and the reason, before anything starts.
 - `restart`: `permanent` children are always restarted, `transient` ones only after an
   abnormal exit (a crash, a hang, a fatal error), `temporary` ones never.
 - `shutdown_s`: how long a graceful stop may take before the child is killed.
+- `start_timeout_s`: how long its start may take; past it the half-started actor is killed
+  and the start counts as a failure (restarted with backoff), without holding up siblings.
+- `circuit_breaker`: False for a child that must never be parked behind an open circuit
+  (the task managers, the relay): past the intensity its supervisor escalates (or, under
+  `circuit_break`, keeps restarting it on its capped backoff).
 - Strategies: `one_for_one` restarts the failed child; `one_for_all` all children;
   `rest_for_one` the failed child and those started after it; `simple_one_for_one` is a
   dynamic pool of children made from one `template`, resizable at run time.
@@ -112,6 +117,8 @@ class ChildSpec(_Spec):
     shutdown_s: float = Field(5.0, ge=0, le=3600)
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_:.-]{1,200}$")
     num_cpus: float = Field(0.0, ge=0)
+    start_timeout_s: float = Field(60.0, gt=0, le=3600)
+    circuit_breaker: bool = True
 
     @model_validator(mode="after")
     def _one_thing_to_start(self) -> Self:

@@ -8,15 +8,29 @@ Guarantees, as in OTP's supervisor:
   loop stalled for more than one interval), and a fatal error when the child reports it.
 - Restarts follow the strategy and the restart type; each waits the child's backoff.
   More than `max_restarts` in `period_s` either escalates (stop every child, fail, let
-  the parent restart this supervisor) or opens the failing child's circuit.
+  the parent restart this supervisor) or opens the failing child's circuit (never for a
+  child with `circuit_breaker=False`: it escalates, or restarts on its capped backoff).
+- Failures overlap and each is handled whatever this supervisor is doing (starting its
+  children, restarting others), unless it is stopping: restarts of different children run
+  concurrently (at most `_START_SLOTS` starts at once), each child has its own lock, and a
+  group restart (one_for_all, rest_for_one) takes its members' locks in start order, then
+  stops and starts them in order. Each start has its own `start_timeout_s`; a start past
+  it is killed and counts as a failed start, without holding up anyone else.
+- Invariant: every permanent child of a supervisor that is not stopping is `running`
+  (or, with a circuit breaker, `circuit_open`) within its backoff delay + its start
+  (at most `start_timeout_s`, plus up to `_NAME_RETRY_S` for a dead predecessor's name)
+  of its failure; a failed start only repeats that, on a longer backoff.
 - A child whose circuit is open is neither restarted nor given work until its timeout
   passes; then one probe start, and one healthy heartbeat closes the circuit again.
+- An agent child that exits abnormally or whose circuit opens is reported to every task
+  manager shard (`agent_down`), fire-and-forget, so no more work goes to it.
 - A `simple_one_for_one` pool persists its members in PostgreSQL, so a restarted
   supervisor starts the same members again; `standby` spares make a restart a promotion.
 - `warm_workers` idle Ray worker processes (generic, bound to no child) wait in Ray's own
   worker pool, so a restart creates its actor in one of them instead of starting a process.
 - Every decision is one event, written to `supervisor_events` and the outbox (so it
-  reaches `supervisors.{id}.events`) by one writer task, in order, off the restart path.
+  reaches `supervisors.{id}.events`) by one writer task, in order, off the restart path;
+  a write that fails (PostgreSQL unreachable) is retried until it succeeds.
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -40,22 +55,22 @@ from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
 from runtime.preload import PRELOAD_ENV
-from runtime.raycluster import prestart_workers
 from runtime.store import supervision
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, Supervised
+from supervisors.events import retry_until, write_in_order
+from supervisors.link import ProcessGone, kill, link
 from supervisors.spec import ChildKind, ChildSpec, OnIntensity, Restart, Strategy, SupervisorSpec
 from supervisors.strategies import restart_targets
+from supervisors.warm import WarmSpares
 
 __all__ = ["ChildState", "Supervisor", "remote_class"]
 
 _log = logging.getLogger(__name__)
 _NAME_RETRY_S = 5.0
-_START_TIMEOUT_S = 120.0
-_WARM_KEEP_ALIVE_S = 120
-# a warm worker asked for less than this long ago may not be registered yet, so a creation
-# then most likely started its own process and left the warm worker idle
-_WARM_START_S = 2.0
+_START_SLOTS = 8  # starts (creations + on_start) of one supervisor in flight at once
+_STORE_BUDGET_S = 30.0  # how long a start waits for an unreachable PostgreSQL
+_DOWN = ("stopping", "stopped", "failed")  # supervisor states that handle no failure
 # agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
 # a warm worker prestarted with this env has them loaded when a restart takes it
 _AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,nats"}}
@@ -84,12 +99,16 @@ class _Child:
     kill_reason: str | None = None
     probing: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # held by whoever starts, stops or decides about this child: one thing at a time
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def retire(self) -> Any:
         """Forget the current actor (its watcher and pings go quiet); returns its handle."""
         self.generation += 1
+        current = asyncio.current_task()
         for task in self.tasks:
-            task.cancel()
+            if task is not current:  # the watcher retiring its own child runs on
+                task.cancel()
         self.tasks.clear()
         handle, self.handle = self.handle, None
         return handle
@@ -114,54 +133,11 @@ def _import(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-class _ProcessGone(Exception):
-    """A child's process ended (seen through its pidfd before Ray reported it)."""
+class StartTimeout(Exception):
+    """A child's start took longer than its `start_timeout_s`; the actor was killed."""
 
 
-_node_ids: list[str] = []
-
-
-async def _link(monitor: Any, info: dict[str, Any]) -> Any:
-    """`await monitor`; for a child on this node, also watch its process through a Linux
-    pidfd and raise `_ProcessGone` the moment the process ends: Ray reports the death
-    ~15-30 ms later, a pidfd at once."""
-    if not _node_ids:
-        _node_ids.append(ray.get_runtime_context().get_node_id())
-    pid = info.get("pid")
-    if not (pid and info.get("node_id") == _node_ids[0] and hasattr(os, "pidfd_open")):
-        return await monitor
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:  # gone already, or no pidfd here: Ray's report will do
-        return await monitor
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not gone.done():
-            gone.set_result(None)
-
-    loop.add_reader(fd, readable)
-    waiting = asyncio.ensure_future(monitor)
-    try:
-        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if waiting.done():
-            return waiting.result()
-        raise _ProcessGone(f"process {pid} ended")
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-        waiting.cancel()
-        gone.cancel()
-
-
-def _kill(handle: Any) -> None:
-    if handle is not None:
-        with contextlib.suppress(Exception):
-            ray.kill(handle, no_restart=True)
-
-
-class Supervisor(Supervised):
+class Supervisor(WarmSpares, Supervised):
     """Starts, watches and restarts its children; see the module docstring."""
 
     def __init__(
@@ -174,7 +150,9 @@ class Supervisor(Supervised):
         self.state = "created"
         self.restarts = 0
         self.namespace = namespace or ray.get_runtime_context().namespace
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # allocates pool member ids; children have their own
+        self._slots = asyncio.Semaphore(_START_SLOTS)
+        self._tm_shards = 1
         self._events: asyncio.Queue[SupervisorDecision] = asyncio.Queue()
         self._spares: list[Any] = []
         self._filling = False
@@ -199,13 +177,31 @@ class Supervisor(Supervised):
         settings = load_settings()
         if settings.database_dsn is None:
             raise RuntimeError("RAYVISOR_DATABASE_URL is not set in this worker")
-        self._pool = await create_pool(settings.database_dsn, min_size=1, max_size=2)
-        self._writer = asyncio.get_running_loop().create_task(self._write_events())
+        self._tm_shards = settings.task_shards
+        dsn = settings.database_dsn
+        self._pool = await retry_until(
+            lambda: create_pool(dsn, min_size=1, max_size=2),
+            budget_s=_STORE_BUDGET_S,
+            label=f"{self.spec.id}: connecting to PostgreSQL",
+        )
+        self._writer = asyncio.get_running_loop().create_task(
+            write_in_order(self._events, self._record, label=self.spec.id)
+        )
         self.state = "starting"
-        for spec in await self._initial_children():
+        specs = await retry_until(
+            self._initial_children, budget_s=_STORE_BUDGET_S, label=f"{self.spec.id}: children"
+        )
+        for spec in specs:
             self.children.append(self._new_child(spec))
-        for child in self.children:
-            await self._start_or_handle_failure(child)
+        for child in list(self.children):
+            if self.state in _DOWN:
+                break
+            async with child.lock:  # a failed sibling's group restart may have started it
+                if child.generation == 0 and child in self.children:
+                    await self._start_or_handle_failure(child)
+        if self.state in _DOWN:  # escalated (or stopped) while starting: say so
+            self._started.set()
+            return
         self._spawn(self._fill_standby())
         self.state = "running"
         self._started.set()
@@ -227,7 +223,7 @@ class Supervisor(Supervised):
         if saved:
             return [ChildSpec.model_validate(spec) for _, spec in saved]
         specs = [self._pool_spec(n) for n in range(1, self.spec.size + 1)]
-        for spec in specs:
+        for spec in specs:  # idempotent: a retry after an outage saves the same rows
             await supervision.save_child(
                 self._pool, self.spec.id, spec.id, spec.model_dump(mode="json")
             )
@@ -277,26 +273,31 @@ class Supervisor(Supervised):
                 return handle
 
     async def _start(self, child: _Child) -> None:
-        """Start (or promote a spare for) one child and link to it."""
+        """Start (or promote a spare for) one child and link to it; the caller holds the
+        child's lock. A start past `start_timeout_s` is killed and raises `StartTimeout`."""
         child.retire()
         child.state = ChildState.STARTING
         child.kill_reason = None
-        handle = self._take_spare(child.spec)
-        if handle is None:
-            handle = await self._create(child.spec, child.spec.actor_name)
-        child.handle = handle
-        generation = child.generation
-        monitor = handle.rv_monitor.remote()
-        try:
-            child.info = await asyncio.wait_for(
-                handle.rv_start.remote(child.spec.id, self.spec.id, self.namespace),
-                _START_TIMEOUT_S,
-            )
-        except BaseException:
-            if child.generation == generation:
-                child.retire()
-            _kill(handle)
-            raise
+        async with self._slots:
+            handle = self._take_spare(child.spec)
+            if handle is None:
+                handle = await self._create(child.spec, child.spec.actor_name)
+            child.handle = handle
+            generation = child.generation
+            monitor = handle.rv_monitor.remote()
+            timeout_s = child.spec.start_timeout_s
+            try:
+                child.info = await asyncio.wait_for(
+                    handle.rv_start.remote(child.spec.id, self.spec.id, self.namespace),
+                    timeout_s,
+                )
+            except BaseException as exc:
+                if child.generation == generation:
+                    child.retire()
+                kill(handle)
+                if isinstance(exc, TimeoutError):
+                    raise StartTimeout(f"start took longer than {timeout_s}s: killed") from None
+                raise
         now = time.monotonic()
         child.state = ChildState.RUNNING
         child.started_at = now
@@ -331,18 +332,21 @@ class Supervisor(Supervised):
             await asyncio.wait_for(handle.rv_stop.remote(), child.spec.shutdown_s)
         except Exception as exc:
             _log.info("%s: %s did not stop gracefully: %r", self.spec.id, child.spec.id, exc)
-        _kill(handle)
+        kill(handle)
         child.state = ChildState.STOPPED
 
     async def _stop_all(self, reason: str) -> None:
+        if self.state not in _DOWN:
+            self.state = "stopping"  # from here no failure is handled and nothing restarts
         for task in list(self._background):
             if task is not asyncio.current_task():
                 task.cancel()
         for spare in self._spares:
-            _kill(spare)
+            kill(spare)
         self._spares.clear()
-        for child in reversed(self.children):
-            await self._stop(child, reason)
+        for child in reversed(list(self.children)):
+            async with child.lock:  # a start in flight finishes (or times out) first
+                await self._stop(child, reason)
         self.state = "stopped"
         self._emit(Kind.SUPERVISOR_STOPPED, None, reason)
 
@@ -351,20 +355,25 @@ class Supervisor(Supervised):
     async def _watch(self, child: _Child, generation: int, monitor: Any) -> None:
         """The link: returns when the child ends itself, raises when its process dies."""
         try:
-            exit_info = await _link(monitor, child.info)
+            exit_info = await link(monitor, child.info)
             reason = exit_info.get("reason", "normal")
             abnormal = reason == "fatal"
             if exit_info.get("detail"):
                 reason = f"{reason}: {exit_info['detail']}"
-        except (RayError, _ProcessGone) as exc:
+        except (RayError, ProcessGone) as exc:
             reason = child.kill_reason or f"died: {type(exc).__name__}"
             abnormal = True
+        await self._on_exit(child, generation, reason, abnormal)
+
+    async def _on_exit(self, child: _Child, generation: int, reason: str, abnormal: bool) -> None:
+        """The one door for a running child's end (from its watcher or its heartbeat);
+        the first report of a generation wins, later ones are stale."""
         if child.generation != generation:
             return
-        async with self._lock:
+        async with child.lock:
             if child.generation != generation:
                 return
-            _kill(child.retire())
+            kill(child.retire())
             await self._child_exited(child, reason, abnormal)
 
     async def _heartbeat(self, child: _Child, generation: int) -> None:
@@ -390,7 +399,9 @@ class Supervisor(Supervised):
                 misses += 1
                 if misses >= hb.misses:
                     child.kill_reason = f"hung: {misses} heartbeats missed"
-                    _kill(child.handle)  # the watcher sees the death and restarts it
+                    kill(child.handle)
+                    # handled here, not left to Ray's report of the death, which may lag
+                    await self._on_exit(child, generation, child.kill_reason, True)
                     return
             await asyncio.sleep(max(0.0, hb.interval_s - (time.monotonic() - began)))
 
@@ -410,27 +421,42 @@ class Supervisor(Supervised):
     # ---- deciding what a failure means ---------------------------------------------
 
     async def _child_exited(self, child: _Child, reason: str, abnormal: bool) -> None:
+        """Decide about a child that ended; the caller holds its lock. Never waits on
+        anything but the store (for a forgotten pool member): every restart is scheduled."""
         child.state = ChildState.STOPPED
         self._emit(Kind.CHILD_EXITED, child, reason, {"abnormal": abnormal})
+        try:
+            await self._decide(child, reason, abnormal)
+        finally:
+            if child.spec.agent is not None and (
+                abnormal or child.state is ChildState.CIRCUIT_OPEN
+            ):
+                self._agent_down(child.spec.id)
+
+    async def _decide(self, child: _Child, reason: str, abnormal: bool) -> None:
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not abnormal):
             await self._forget(child)
             return
-        if self.state not in ("running", "starting"):
+        if self.state in _DOWN:
             return
         now = time.monotonic()
         child.probing = False
-        if child.breaker.record_failure(now) is CircuitState.OPEN:
+        breaker = child.spec.circuit_breaker
+        if breaker and child.breaker.record_failure(now) is CircuitState.OPEN:
             self._open_circuit(child, reason)
             return
         if not self.intensity.add_restart(now):
             if self.spec.on_intensity is OnIntensity.ESCALATE:
+                self.state = "failed"  # at once: no other failure schedules anything now
                 self._spawn(self._escalate(child, reason))
                 return
-            while child.breaker.record_failure(now) is not CircuitState.OPEN:
-                pass
-            self._open_circuit(child, f"restart intensity exceeded: {reason}")
-            return
+            if breaker:
+                while child.breaker.record_failure(now) is not CircuitState.OPEN:
+                    pass
+                self._open_circuit(child, f"restart intensity exceeded: {reason}")
+                return
+            # never parked: restarted on its backoff, which is capped at backoff.max_s
         targets = restart_targets(self.spec.strategy, self.children, child)
         delay = child.backoff.next_delay(now)
         child.state = ChildState.RESTARTING
@@ -440,19 +466,52 @@ class Supervisor(Supervised):
             reason,
             {"delay_s": round(delay, 4), "targets": [c.spec.id for c in targets]},
         )
-        self._spawn(self._restart_after(delay, child, targets))
+        self._spawn(self._restart_after(delay, child, child.generation, targets))
 
-    async def _restart_after(self, delay: float, failed: _Child, targets: list[_Child]) -> None:
+    @contextlib.asynccontextmanager
+    async def _locked(self, children: list[_Child]) -> AsyncIterator[None]:
+        """Hold the locks of `children`, taken in start order (so two group restarts never
+        wait on each other crosswise)."""
+
+        def order(c: _Child) -> int:
+            return self.children.index(c) if c in self.children else len(self.children)
+
+        async with contextlib.AsyncExitStack() as stack:
+            for child in sorted(children, key=order):
+                await stack.enter_async_context(child.lock)
+            yield
+
+    async def _restart_after(
+        self, delay: float, failed: _Child, generation: int, targets: list[_Child]
+    ) -> None:
+        """Restart `failed` (and its group) after its backoff, unless someone else (a group
+        restart, terminate_child, a stop) has dealt with it meanwhile."""
         if delay > 0:
             await asyncio.sleep(delay)
-        async with self._lock:
-            if self.state != "running" or failed not in self.children:
+        try:
+            await self._restart(failed, generation, targets)
+        except Exception:  # never leave a child restarting with nothing scheduled
+            _log.exception("%s: restarting %s failed", self.spec.id, failed.spec.id)
+            async with failed.lock:
+                if failed.generation == generation and failed in self.children:
+                    await self._child_exited(failed, "restart failed", abnormal=True)
+
+    async def _restart(self, failed: _Child, generation: int, targets: list[_Child]) -> None:
+        async with self._locked(targets):
+            if self.state in _DOWN or failed not in self.children:
                 return
+            if failed.generation != generation:
+                return  # a group restart or a probe started it again already
             for sibling in reversed(targets):
                 if sibling is not failed and sibling.state is ChildState.RUNNING:
                     await self._stop(sibling, f"sibling {failed.spec.id} failed")
             for child in targets:
-                if child is not failed and child.state is not ChildState.STOPPED:
+                if self.state in _DOWN:
+                    return
+                waiting = (ChildState.STOPPED, ChildState.RESTARTING)
+                if child is not failed and (
+                    child.state not in waiting or child not in self.children
+                ):
                     continue
                 if await self._start_or_handle_failure(child):
                     child.restarts += 1
@@ -463,16 +522,18 @@ class Supervisor(Supervised):
         child.state = ChildState.CIRCUIT_OPEN
         retry_in = max(0.0, (child.breaker.retry_at or 0.0) - time.monotonic())
         self._emit(Kind.CIRCUIT_OPENED, child, reason, {"retry_in_s": round(retry_in, 3)})
-        self._spawn(self._half_open_later(child, retry_in))
+        self._spawn(self._half_open_later(child, child.generation, retry_in))
 
-    async def _half_open_later(self, child: _Child, delay: float) -> None:
+    async def _half_open_later(self, child: _Child, generation: int, delay: float) -> None:
         await asyncio.sleep(delay)
         # a timer may fire a hair early; never leave a circuit open with nothing scheduled
         while child.breaker.state_at(time.monotonic()) is CircuitState.OPEN:
             await asyncio.sleep(max(0.001, (child.breaker.retry_at or 0) - time.monotonic()))
-        async with self._lock:
-            if self.state != "running" or child not in self.children:
+        async with child.lock:
+            if self.state in _DOWN or child not in self.children:
                 return
+            if child.generation != generation or child.state is not ChildState.CIRCUIT_OPEN:
+                return  # started again meanwhile (a sibling's group restart)
             now = time.monotonic()
             child.breaker.poll(now)
             if not child.breaker.try_acquire_probe(now):
@@ -485,10 +546,9 @@ class Supervisor(Supervised):
                 self._emit(Kind.RESTARTED, child, "probe", child.info)
 
     async def _escalate(self, child: _Child, reason: str) -> None:
+        self.state = "failed"
         self._emit(Kind.ESCALATED, child, f"restart intensity exceeded: {reason}")
-        async with self._lock:
-            self.state = "failed"
-            await self._stop_all(reason="escalated")
+        await self._stop_all(reason="escalated")
         await self._drain_events()
         if self.supervisor_id:
             self.exit_child("fatal", f"{self.spec.id} exceeded its restart intensity")
@@ -499,87 +559,31 @@ class Supervisor(Supervised):
         """A child that will not come back: leave the pool (and its persisted row)."""
         if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE and child in self.children:
             self.children.remove(child)
-            await supervision.remove_child(self._pool, self.spec.id, child.spec.id)
-
-    # ---- warm standby ----------------------------------------------------------------
-
-    def _take_spare(self, spec: ChildSpec) -> Any:
-        if self.spec.template is None or not self._spares or spec.agent != self.spec.template.agent:
-            return None
-        return self._spares.pop(0)
-
-    async def _fill_standby(self) -> None:
-        if self._filling:
-            return
-        self._filling = True
-        try:
-            await self._fill_standby_now()
-        finally:
-            self._filling = False
-
-    async def _fill_standby_now(self) -> None:
-        template = self.spec.template
-        while template is not None and len(self._spares) < self.spec.standby:
             try:
-                spare = await self._create(template, None)
-                await spare.rv_warm.remote()
-            except Exception as exc:
-                _log.warning("%s: a standby spare failed to start: %r", self.spec.id, exc)
-                await asyncio.sleep(1)
-                continue
-            self._spares.append(spare)
+                await supervision.remove_child(self._pool, self.spec.id, child.spec.id)
+            except Exception as exc:  # it is gone here; a restarted supervisor may revive it
+                _log.warning("%s: could not forget %s: %r", self.spec.id, child.spec.id, exc)
 
-    # ---- warm workers ------------------------------------------------------------------
+    # ---- telling the task managers -----------------------------------------------------
 
-    def _warm_taken(self) -> None:
-        """After an actor creation: Ray gave it the most recently idle warm worker, if one
-        was up. Its replacement is asked for at the next healthy heartbeat: a process start
-        then competes neither with the restart nor with the new child's first moments, and
-        a child failing again and again does not churn processes."""
-        if self.spec.warm_workers:
-            now = time.monotonic()
-            up = [w for w in self._warm if now - w[0] >= _WARM_START_S and w[1] > now]
-            if up:
-                self._warm.remove(max(up))
+    def _agent_down(self, agent_id: str) -> None:
+        """Every task manager shard hears at once that the agent is gone (its leases are
+        re-queued, no new work goes to it); fire-and-forget, off the restart path."""
+        self._spawn(self._tell_task_managers(agent_id))
 
-    async def _learn_warm_env(self, child: _Child) -> None:
-        """Warm workers serve the agent hosts if this supervisor has any, else the rest."""
-        hosts_agents = self.spec.template is not None or any(c.spec.agent for c in self.children)
-        if hosts_agents and child.spec.agent is None:
-            return
-        try:
-            env = await asyncio.wait_for(child.handle.rv_runtime_env.remote(), 10)
-        except (RayError, TimeoutError, AttributeError) as exc:
-            _log.info("%s: no runtime env from %s: %r", self.spec.id, child.spec.id, exc)
-            return
-        if self._warm_env is None:
-            self._warm_env = env
-            if self.state == "running":
-                self._top_up_warm()
+    async def _tell_task_managers(self, agent_id: str) -> None:
+        handles = await asyncio.to_thread(self._task_managers)
+        calls = [handle.agent_down.remote(agent_id) for handle in handles]
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, RayError):
+                _log.info("%s: agent_down(%s) failed: %r", self.spec.id, agent_id, outcome)
 
-    def _top_up_warm(self) -> None:
-        if self._warm_env is None:
-            return
-        now = time.monotonic()
-        self._warm = [w for w in self._warm if w[1] > now]
-        missing = self.spec.warm_workers - len(self._warm)
-        if missing > 0:
-            self._warm += [(now, now + _WARM_KEEP_ALIVE_S)] * missing
-            self._spawn(self._prestart(missing))
-
-    async def _prestart(self, count: int) -> None:
-        try:
-            await asyncio.to_thread(prestart_workers, count, _WARM_KEEP_ALIVE_S, self._warm_env)
-        except Exception as exc:  # restarts still work, only without a warm process
-            _log.warning("%s: could not prestart %d Ray workers: %r", self.spec.id, count, exc)
-
-    async def _keep_warm(self) -> None:
-        """Replace warm workers whose keep-alive ends (Ray may then reap them)."""
-        while True:
-            self._top_up_warm()
-            now = time.monotonic()
-            ends = min((w[1] for w in self._warm), default=now + _WARM_KEEP_ALIVE_S)
-            await asyncio.sleep(max(1.0, ends - now))
+    def _task_managers(self) -> list[Any]:
+        found = []
+        for shard in range(self._tm_shards):
+            with contextlib.suppress(ValueError, RayError):
+                found.append(ray.get_actor(f"tm:{shard}", namespace=self.namespace))
+        return found
 
     # ---- the dynamic pool (simple_one_for_one) ----------------------------------------
 
@@ -587,7 +591,7 @@ class Supervisor(Supervised):
         """Add one member to the pool; it is persisted, so it survives a restart of this."""
         if self.spec.strategy is not Strategy.SIMPLE_ONE_FOR_ONE:
             raise ValueError(f"{self.spec.id} is {self.spec.strategy}, not simple_one_for_one")
-        async with self._lock:
+        async with self._lock:  # one id per member, even with calls in flight together
             taken = {c.spec.id for c in self.children}
             n = 1
             while self.spec.pool_child_id(n) in taken:
@@ -598,16 +602,20 @@ class Supervisor(Supervised):
             )
             child = self._new_child(spec)
             self.children.append(child)
-            await self._start_or_handle_failure(child)
-            return spec.id
+        async with child.lock:
+            if child.generation == 0 and child in self.children and self.state not in _DOWN:
+                await self._start_or_handle_failure(child)
+        return spec.id
 
     async def terminate_child(self, child_id: str) -> bool:
-        async with self._lock:
-            child = self._find(child_id)
-            if child is None:
+        child = self._find(child_id)
+        if child is None:
+            return False
+        async with child.lock:  # after a start or a decision in flight, never during one
+            if child not in self.children:
                 return False
+            self.children.remove(child)  # first: no scheduled restart or probe revives it
             await self._stop(child, "terminated")
-            self.children.remove(child)
             if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
                 await supervision.remove_child(self._pool, self.spec.id, child_id)
             self._emit(Kind.CHILD_EXITED, child, "terminated", {"abnormal": False})
@@ -663,7 +671,8 @@ class Supervisor(Supervised):
             "standby": len(self._spares),
             "children": [],
         }
-        for entry, child in zip(await self.which_children(), self.children, strict=True):
+        children = list(self.children)  # the pool may change while subtrees answer
+        for entry, child in zip(await self.which_children(), children, strict=True):
             if child.spec.kind is ChildKind.SUPERVISOR and child.handle is not None:
                 with contextlib.suppress(RayError, TimeoutError):
                     sub = await asyncio.wait_for(child.handle.snapshot.remote(), 5)
@@ -702,23 +711,16 @@ class Supervisor(Supervised):
             elif kind in (Kind.CIRCUIT_OPENED, Kind.CIRCUIT_CLOSED):
                 self._breaker_metric.set(1 if kind is Kind.CIRCUIT_OPENED else 0, tags)
 
-    async def _write_events(self) -> None:
-        while True:
-            event = await self._events.get()
-            try:
-                await supervision.record_event(
-                    self._pool,
-                    event.supervisor_id,
-                    event.event,
-                    child_id=event.child_id,
-                    reason=event.reason,
-                    detail=event.detail,
-                    events=[event],
-                )
-            except Exception:
-                _log.exception("%s: could not record %s", self.spec.id, event.event)
-            finally:
-                self._events.task_done()
+    async def _record(self, event: SupervisorDecision) -> None:
+        await supervision.record_event(
+            self._pool,
+            event.supervisor_id,
+            event.event,
+            child_id=event.child_id,
+            reason=event.reason,
+            detail=event.detail,
+            events=[event],
+        )
 
     async def _drain_events(self, timeout_s: float = 5) -> None:
         with contextlib.suppress(TimeoutError):

@@ -11,6 +11,13 @@ The root is detached and restarted by Ray when its process dies; it then starts 
 tree again from the same spec, and each pool restores its members from PostgreSQL.
 A dead supervisor's subtree dies with it (Ray owner fate-sharing) and is started again
 by its restarted self.
+
+The core (the task manager shards, the relay) is what takes tasks, so it is never parked:
+its children and the root's two children have no circuit breaker; past its intensity
+`sup:core` escalates and the root starts it again. Its intensity is generous (at least
+`_CORE_RESTARTS_PER_CHILD` per child per period) and its backoff short (at most
+`_CORE_MAX_BACKOFF_S`), so repeated kills of its children are restarted within seconds
+without escalating the root into a loop.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ __all__ = [
 ]
 
 ROOT_NAME = "sup:root"
+_CORE_RESTARTS_PER_CHILD = 20
+_CORE_MAX_BACKOFF_S = 2.0
 
 
 class PoolSpec(BaseModel):
@@ -155,6 +164,19 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
     )
 
 
+def _core_policies(defaults: dict[str, Any], children: int) -> dict[str, Any]:
+    """The defaults, with room for a core child killed every few seconds (e.g. 10 restarts
+    a minute for a task manager killed every 10 s and a relay every 15 s) and a backoff
+    that brings it back within seconds."""
+    backoff: BackoffSpec = defaults["backoff"]
+    max_s = min(backoff.max_s, _CORE_MAX_BACKOFF_S)
+    return {
+        **defaults,
+        "max_restarts": max(defaults["max_restarts"], _CORE_RESTARTS_PER_CHILD * children),
+        "backoff": backoff.model_copy(update={"min_s": min(backoff.min_s, max_s), "max_s": max_s}),
+    }
+
+
 def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     """The whole tree as one spec: root -> core, agents -> one pool per template."""
     defaults = _policies(settings)
@@ -164,20 +186,25 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
             actor="actors.task_manager:TaskManager",
             kwargs={"shard": shard, "shards": settings.task_shards},
             name=f"tm:{shard}",
+            circuit_breaker=False,
         )
         for shard in range(settings.task_shards)
     ]
     if tree.relay:
-        core_children.append(ChildSpec(id="relay", actor="actors.relay:OutboxRelayActor"))
-    core = SupervisorSpec(id="core", children=core_children, **defaults)
+        core_children.append(
+            ChildSpec(id="relay", actor="actors.relay:OutboxRelayActor", circuit_breaker=False)
+        )
+    core = SupervisorSpec(
+        id="core", children=core_children, **_core_policies(defaults, len(core_children))
+    )
     agents = SupervisorSpec(
         id="agents", children=[_pool_child(p, defaults) for p in tree.pools], **defaults
     )
     return SupervisorSpec(
         id="root",
         children=[
-            ChildSpec(id="core", supervisor=core),
-            ChildSpec(id="agents", supervisor=agents),
+            ChildSpec(id="core", supervisor=core, circuit_breaker=False),
+            ChildSpec(id="agents", supervisor=agents, circuit_breaker=False),
         ],
         **defaults,
     )

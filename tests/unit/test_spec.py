@@ -397,11 +397,12 @@ def test_settings_defaults_flow_into_every_supervisor() -> None:
     supervisors = all_supervisors(tree_from_settings(settings))
     assert [s.id for s in supervisors] == ["root", "core", "agents", "pool-a", "pool-b"]
     for spec in supervisors:
-        assert spec.max_restarts == 4, spec.id
+        core = spec.id == "core"  # room for repeated kills, a short backoff: see below
+        assert spec.max_restarts == (40 if core else 4), spec.id
         assert spec.period_s == 12.0, spec.id
-        assert spec.backoff == BackoffSpec(min_s=0.25, max_s=3.0, jitter=0.1, reset_after_s=45.0), (
-            spec.id
-        )
+        assert spec.backoff == BackoffSpec(
+            min_s=0.25, max_s=2.0 if core else 3.0, jitter=0.1, reset_after_s=45.0
+        ), spec.id
         assert spec.heartbeat == HeartbeatSpec(interval_s=0.5, timeout_s=1.5, misses=4), spec.id
         assert spec.breaker == BreakerSpec(
             failure_threshold=7, reset_timeout_s=2.0, max_reset_timeout_s=20.0
@@ -521,3 +522,48 @@ def test_pool_override_merges_with_the_settings_defaults_key_by_key() -> None:
     pool = root.children[1].supervisor.children[0].supervisor
     assert pool.heartbeat.misses == 5
     assert pool.heartbeat.interval_s == 0.5
+
+
+def test_start_timeout_and_circuit_breaker_defaults_and_validation() -> None:
+    child = worker("c")
+    assert child.start_timeout_s == 60.0
+    assert child.circuit_breaker is True
+    assert worker("c", start_timeout_s=0.5, circuit_breaker=False).start_timeout_s == 0.5
+    for bad in (0, -1):
+        with pytest.raises(ValidationError) as info:
+            worker("c", start_timeout_s=bad)
+        assert errors_of(info) == [(("start_timeout_s",), "greater_than")]
+    member = worker("m", start_timeout_s=3, circuit_breaker=False).with_id("m-2")
+    assert (member.start_timeout_s, member.circuit_breaker) == (3, False)
+
+
+def test_core_is_never_parked_behind_a_circuit() -> None:
+    """The task managers and the relay (and the root's two children) have no breaker;
+    agents keep theirs."""
+    settings = load_settings(task_shards=2, tree={"pools": [{"id": "a", "agent": "m:A"}]})
+    root = tree_from_settings(settings)
+    core = only_child(root, "core").supervisor
+    assert core is not None
+    assert [(c.id, c.circuit_breaker) for c in core.children] == [
+        ("tm-0", False),
+        ("tm-1", False),
+        ("relay", False),
+    ]
+    assert [c.circuit_breaker for c in root.children] == [False, False]
+    agents = only_child(root, "agents").supervisor
+    assert agents is not None
+    pool = agents.children[0].supervisor
+    assert pool is not None and pool.template is not None
+    assert pool.template.circuit_breaker is True
+
+
+def test_core_intensity_outlasts_a_chaos_run() -> None:
+    """tm:0 killed every 10 s and the relay every 15 s is 10 restarts a minute: core
+    escalates only far beyond that, and comes back within seconds (backoff <= 2 s)."""
+    settings = load_settings()
+    core = only_child(build_root_spec(TreeSpec(), settings), "core").supervisor
+    assert core is not None
+    per_period = 10 * core.period_s / 60
+    assert core.max_restarts >= 3 * per_period
+    assert core.on_intensity.value == "escalate"
+    assert core.backoff.max_s <= 2.0
