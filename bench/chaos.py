@@ -18,7 +18,12 @@ kind's first kill is at half its period; kills of the non-agent kinds are kept a
 (bounded by `--recover-timeout`): small probe tasks POSTed every ~20 ms (up to 8 in
 flight, each with a key of its own) until one is answered 201 (`took_ms`: the system
 takes tasks again), `/readyz` polled until 200 (`readyz_ms`), and the tree polled until
-the killed node runs again with another pid (`back_ms`).
+the killed node runs again with another pid (`back_ms`). A kind's p50/max are over its
+faults that no other non-agent fault overlapped (an agent's kill during tm:0's outage
+would report tm:0's time); `overlapped` counts the others, `max_ms_all` includes them, and
+`fault_log` lists every kill. Pids come from one shared poll of the tree (a snapshot at
+most 1 s old) and a pid is killed only if its process is a Ray worker of this run (its
+RAYVISOR_HOME is this run's).
 
 After the load: the keys still retrying settle, then (bounded by `--drain-timeout`) every
 task in PostgreSQL ends and the outbox empties, and the checker reads the `tasks` table
@@ -101,6 +106,7 @@ class Fault:
     took_ms: float | None = None
     readyz_ms: float | None = None
     back_ms: float | None = None
+    overlapped_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -272,25 +278,50 @@ def check_probes(probes: list[KeyState], rows: Iterable[dict[str, Any]]) -> dict
     }
 
 
-def fault_summary(run: Run, schedule: dict[str, float]) -> dict[str, Any]:
-    """Per kind: kills, p50/max until a probe task was taken, readyz and the node back."""
+def mark_overlaps(faults: list[Fault], bound_s: float) -> None:
+    """Name, for each fault, the other faults of a non-agent kind whose recovery windows
+    (kill to first probe task taken, or the bound) meet its own: an agent's kill is taken
+    for slow when tm:0's happened during it, so its time is not its own."""
+    windows = [(f.at_s, f.at_s + (f.took_ms if f.took_ms is not None else bound_s * 1000) / 1000)
+               for f in faults]  # fmt: skip
+    for i, fault in enumerate(faults):
+        fault.overlapped_by = [
+            f"{other.kind}@{other.at_s}"
+            for j, other in enumerate(faults)
+            if j != i
+            and other.kind != "agent"
+            and windows[j][0] <= windows[i][1]
+            and windows[i][0] <= windows[j][1]
+        ]
+
+
+def fault_summary(run: Run, schedule: dict[str, float], bound_s: float) -> dict[str, Any]:
+    """Per kind: kills, and p50/max until a probe task was taken, readyz answered and the
+    node ran again, over the faults no other non-agent fault overlapped (`overlapped`
+    counts the others; `max_ms_all` is over all). `unrecovered`: no probe taken within
+    the bound, overlapped or not."""
+    mark_overlaps(run.faults, bound_s)
     summary: dict[str, Any] = {}
     for kind in KINDS:
         faults = [f for f in run.faults if f.kind == kind]
-        took = [f.took_ms for f in faults if f.took_ms is not None]
-        ready = [f.readyz_ms for f in faults if f.readyz_ms is not None]
-        back = [f.back_ms for f in faults if f.back_ms is not None]
+        clean = [f for f in faults if not f.overlapped_by]
+        took = [f.took_ms for f in clean if f.took_ms is not None]
+        took_all = [f.took_ms for f in faults if f.took_ms is not None]
+        ready = [f.readyz_ms for f in clean if f.readyz_ms is not None]
+        back = [f.back_ms for f in clean if f.back_ms is not None]
         summary[kind] = {
             "every_s": schedule[kind],
             "count": len(faults),
+            "overlapped": len(faults) - len(clean),
             "p50_ms": _percentile(took, 0.5),
             "max_ms": round(max(took), 1) if took else None,
-            "unrecovered": len(faults) - len(took),
+            "max_ms_all": round(max(took_all), 1) if took_all else None,
+            "unrecovered": len(faults) - len(took_all),
             "readyz_p50_ms": _percentile(ready, 0.5),
             "readyz_max_ms": round(max(ready), 1) if ready else None,
             "back_p50_ms": _percentile(back, 0.5),
             "back_max_ms": round(max(back), 1) if back else None,
-            "not_back": len(faults) - len(back),
+            "not_back": sum(1 for f in faults if f.back_ms is None),
             "skipped": dict(run.skipped[kind]),
         }
     return summary
@@ -384,6 +415,41 @@ async def tree_nodes(client: Any) -> list[dict[str, Any]]:
     return flatten(response.json())
 
 
+class TreeWatcher:
+    """One `GET /api/v1/supervisors/tree` at a time, every `TREE_POLL_S`, shared by the
+    kills (which pid) and the trackers (back with another pid?)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.nodes: list[dict[str, Any]] = []
+        self.asked_at = float("-inf")
+        self.errors: Counter[str] = Counter()
+        self._changed = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            asked = time.monotonic()
+            try:
+                self.nodes = await tree_nodes(self.client)
+                self.asked_at = asked
+                self._changed.set()
+                self._changed = asyncio.Event()
+            except Exception as exc:
+                self.errors[type(exc).__name__] += 1
+            await asyncio.sleep(TREE_POLL_S)
+
+    async def since(self, asked_after: float, timeout_s: float) -> list[dict[str, Any]]:
+        """A snapshot asked for after `asked_after` (TimeoutError if none comes in time)."""
+        deadline = time.monotonic() + timeout_s
+        while self.asked_at < asked_after:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return self.nodes
+
+
 def pick_target(kind: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | str:
     """The node to kill, or why there is none."""
     if kind == "agent":
@@ -406,8 +472,10 @@ def pick_target(kind: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | str:
     return found[0]
 
 
-def sigkill(pid: int) -> str | None:
-    """SIGKILL a Ray worker process; returns why not, when it is not one."""
+def sigkill(pid: int, home: str) -> str | None:
+    """SIGKILL a Ray worker process of this run (its RAYVISOR_HOME is `home`: a pid from a
+    stale snapshot, reused since by someone else's process, is left alone); returns why
+    not, when it is not one."""
     import psutil
 
     try:
@@ -417,6 +485,11 @@ def sigkill(pid: int) -> str | None:
         return f"no such process: {type(exc).__name__}"
     if pid == os.getpid() or "ray::" not in title:
         return "not a ray worker"
+    try:
+        if process.environ().get("RAYVISOR_HOME") != home:
+            return "not this run's worker"
+    except psutil.Error as exc:
+        return f"environment unreadable: {type(exc).__name__}"
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -459,7 +532,12 @@ async def probe_taken(client: Any, run: Run, since: float, bound_s: float) -> fl
 
 
 async def track(
-    fault: Fault, since: float, clients: dict[str, Any], run: Run, bound: float
+    fault: Fault,
+    since: float,
+    clients: dict[str, Any],
+    watcher: TreeWatcher,
+    run: Run,
+    bound: float,
 ) -> None:
     """The three recoveries of one fault, concurrently."""
 
@@ -467,7 +545,7 @@ async def track(
         return (await clients["meta"].get("/readyz", timeout=5)).status_code == 200
 
     async def back() -> bool:
-        nodes = await tree_nodes(clients["meta"])
+        nodes = await watcher.since(since, bound)
         return any(
             n.get("actor_name") == fault.target
             and n.get("state") == "running"
@@ -482,13 +560,14 @@ async def track(
 
     fault.took_ms, fault.readyz_ms, fault.back_ms = await asyncio.gather(
         probe_taken(clients["probe"], run, since, bound),
-        timed(ready, 0.05),
+        timed(ready, 0.1),
         timed(back, TREE_POLL_S),
     )
 
 
 async def inject(
     clients: dict[str, Any],
+    watcher: TreeWatcher,
     run: Run,
     schedule: dict[str, float],
     args: argparse.Namespace,
@@ -500,19 +579,20 @@ async def inject(
     last_major = [-MAJOR_GAP_S]
 
     async def fire(kind: str) -> None:
-        try:
-            nodes = await asyncio.wait_for(tree_nodes(clients["meta"]), args.lookup_timeout)
-        except Exception as exc:
-            run.skipped[kind][f"tree: {type(exc).__name__}"] += 1
+        try:  # a snapshot at most a second old
+            nodes = await watcher.since(time.monotonic() - 1.0, args.lookup_timeout)
+        except TimeoutError:
+            run.skipped[kind]["no fresh tree"] += 1
             return
         target = pick_target(kind, nodes)
         if isinstance(target, str):
             run.skipped[kind][target] += 1
             return
         if run.elapsed() >= args.duration:
+            run.skipped[kind]["load over"] += 1
             return
         since = time.monotonic()
-        why = sigkill(int(target["pid"]))
+        why = sigkill(int(target["pid"]), args.home)
         if why is not None:
             run.skipped[kind][why] += 1
             return
@@ -520,7 +600,7 @@ async def inject(
             last_major[0] = run.elapsed()
         fault = Fault(kind, round(run.elapsed(), 2), target["actor_name"], int(target["pid"]))
         run.faults.append(fault)
-        task = asyncio.create_task(track(fault, since, clients, run, args.recover_timeout))
+        task = asyncio.create_task(track(fault, since, clients, watcher, run, args.recover_timeout))
         trackers.add(task)
         task.add_done_callback(trackers.discard)
 
@@ -740,6 +820,8 @@ async def chaos(
     }
     try:
         await wait_system(clients, 120)
+        watcher = TreeWatcher(clients["meta"])
+        watching = asyncio.create_task(watcher.run())
         baseline = Run()
         baseline_ms = [
             await probe_taken(clients["probe"], baseline, time.monotonic(), 10) for _ in range(5)
@@ -753,7 +835,7 @@ async def chaos(
         try:
             await asyncio.gather(
                 load(clients["load"], run, args, pending),
-                inject(clients, run, schedule, args, trackers),
+                inject(clients, watcher, run, schedule, args, trackers),
             )
             load_s = max(k.first_s for k in run.keys) if run.keys else 0.0
             console.log(f"load done after {load_s:.1f}s; {len(pending)} keys still retrying")
@@ -762,9 +844,10 @@ async def chaos(
             if trackers:
                 await asyncio.wait(trackers, timeout=args.recover_timeout + 40)
         finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
+            for task in (progress, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         settled_s = run.elapsed()
         console.log(f"keys settled at {settled_s:.1f}s; draining")
         drain_s, stuck, unsent = await drain(database_url, args.drain_timeout)
@@ -781,11 +864,12 @@ async def chaos(
         outcomes.update(key.outcomes)
     figures = check(run.keys, rows, events)
     figures |= {
-        "faults": fault_summary(run, schedule),
+        "faults": fault_summary(run, schedule, args.recover_timeout),
         "probes": check_probes(run.probes, rows),
         "probe_baseline_ms": [b for b in baseline_ms if b is not None],
         "http": dict(outcomes.most_common()),
         "gave_up": sum(k.gave_up for k in run.keys),
+        "tree_errors": dict(watcher.errors),
         "rechecks": run.rechecks,
         "tasks_in_db": dict(Counter(r["status"] for r in rows)),
         "result_events": len(events),
@@ -863,6 +947,7 @@ def main() -> None:
             http_port=free_port(),
             tree={"pools": pools},
         )
+        args.home = str(settings.home)
         asyncio.run(migrate(urls.database_url))
         init_ray(
             settings,
