@@ -450,8 +450,11 @@ class TreeWatcher:
         return self.nodes
 
 
-def pick_target(kind: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | str:
-    """The node to kill, or why there is none."""
+def pick_target(
+    kind: str, nodes: list[dict[str, Any]], killed: set[int] | None = None
+) -> dict[str, Any] | str:
+    """The node to kill (running, with a pid not killed already), or why there is none."""
+    killed = killed or set()
     if kind == "agent":
         agents = [
             n
@@ -459,7 +462,11 @@ def pick_target(kind: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | str:
             if str(n.get("actor_name", "")).startswith("agent:")
             and n.get("parent") == TARGET_NAMES["pool_supervisor"]
         ]
-        running = [n for n in agents if n.get("state") == "running" and n.get("pid")]
+        running = [
+            n
+            for n in agents
+            if n.get("state") == "running" and n.get("pid") and n["pid"] not in killed
+        ]
         if not running:
             states = Counter(str(n.get("state")) for n in agents)
             return "no running agent (" + ", ".join(f"{s}={c}" for s, c in states.items()) + ")"
@@ -469,6 +476,8 @@ def pick_target(kind: str, nodes: list[dict[str, Any]]) -> dict[str, Any] | str:
         return "not in tree"
     if found[0].get("state") != "running" or not found[0].get("pid"):
         return f"state {found[0].get('state')}"
+    if found[0]["pid"] in killed:
+        return "killed already, not restarted yet"
     return found[0]
 
 
@@ -577,14 +586,15 @@ async def inject(
     a loop of its own, so a slow tree lookup for one delays no other."""
     majors = asyncio.Lock()
     last_major = [-MAJOR_GAP_S]
+    killed: set[int] = set()
 
     async def fire(kind: str) -> None:
-        try:  # a snapshot at most a second old
-            nodes = await watcher.since(time.monotonic() - 1.0, args.lookup_timeout)
+        try:  # a snapshot at most 3 s old; the pids killed since are left out
+            nodes = await watcher.since(time.monotonic() - 3.0, args.lookup_timeout)
         except TimeoutError:
             run.skipped[kind]["no fresh tree"] += 1
             return
-        target = pick_target(kind, nodes)
+        target = pick_target(kind, nodes, killed)
         if isinstance(target, str):
             run.skipped[kind][target] += 1
             return
@@ -596,6 +606,7 @@ async def inject(
         if why is not None:
             run.skipped[kind][why] += 1
             return
+        killed.add(int(target["pid"]))
         if kind != "agent":
             last_major[0] = run.elapsed()
         fault = Fault(kind, round(run.elapsed(), 2), target["actor_name"], int(target["pid"]))
@@ -783,14 +794,15 @@ def free_port() -> int:
 
 
 async def wait_system(clients: dict[str, Any], timeout_s: float) -> None:
-    """Until /readyz answers 200 and the pool's agents all run."""
+    """Until /readyz answers 200 and every target (tm:0, relay, pool, agents) runs."""
 
     async def ready() -> bool:
         if (await clients["meta"].get("/readyz", timeout=5)).status_code != 200:
             return False
         nodes = await tree_nodes(clients["meta"])
         agents = [n for n in nodes if n.get("parent") == TARGET_NAMES["pool_supervisor"]]
-        return sum(n.get("state") == "running" for n in agents) >= AGENTS
+        others = all(not isinstance(pick_target(k, nodes), str) for k in TARGET_NAMES)
+        return others and sum(n.get("state") == "running" for n in agents) >= AGENTS
 
     if not await until(ready, timeout_s, 0.2):
         raise TimeoutError(f"the system was not ready within {timeout_s}s")
