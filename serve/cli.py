@@ -39,6 +39,7 @@ from runtime.client import ApiError, Client
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
 from runtime.models.enums import AgentState, Scope
+from runtime.ownership import AlreadyRunning, Ownership
 from runtime.policies import TaskStatus
 from runtime.raycluster import init_ray
 from runtime.services import ensure_services
@@ -50,17 +51,37 @@ __all__ = ["app"]
 T = TypeVar("T")
 
 
-def _start_system(settings: Settings, *, dashboard: bool) -> tuple[Any, Any]:
-    """Services, Ray and the supervision tree of rayvisor.yaml: (root, Ray context)."""
+def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) -> tuple[Any, Any]:
+    """Services, Ray and the supervision tree of rayvisor.yaml: (root, Ray context).
+
+    Claims the home, the database and the HTTP port first (see `runtime.ownership`): a
+    second system on them would run a second task manager over the same tasks. A refusal
+    names the system that runs and changes nothing.
+    """
     try:
         spec = tree_from_settings(settings)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    database_url, nats_url = up_services(settings)
+    try:
+        ownership.claim_home()
+        database_url, nats_url = up_services(settings)
+        ownership.claim_database(database_url)
+        ownership.claim_port()
+    except AlreadyRunning as exc:
+        raise fail(str(exc)) from None
     with console.status("starting Ray"):
         context = init_ray(settings, database_url, nats_url, dashboard=dashboard)
+    dashboard_url = getattr(context, "dashboard_url", None)
+    ownership.publish(
+        ray_address=ray.get_runtime_context().gcs_address,
+        dashboard_url=f"http://{dashboard_url}" if dashboard_url else None,
+    )
     with console.status("starting the supervision tree"):
         return start_tree(spec, settings.namespace), context
+
+
+def _ownership(settings: Settings) -> Ownership:
+    return Ownership(settings.home, settings.namespace, settings.http_host, settings.http_port)
 
 
 def _serve(settings: Settings) -> tuple[str, str]:
@@ -103,7 +124,15 @@ def _on_database(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
 def up() -> None:
     """Start services, Ray (with its dashboard), the tree and the HTTP API; Ctrl-C stops."""
     settings = settings_or_exit()
-    root, context = _start_system(settings, dashboard=True)
+    ownership = _ownership(settings)
+    try:
+        _run_up(settings, ownership)
+    finally:
+        ownership.release()
+
+
+def _run_up(settings: Settings, ownership: Ownership) -> None:
+    root, context = _start_system(settings, ownership, dashboard=True)
     url, key = _serve(settings)
     console.print(render_tree(ray.get(root.snapshot.remote())))
     table = Table(title="rayvisor is up", show_header=False)
@@ -487,7 +516,19 @@ def demo(
 ) -> None:
     """Start everything, run tasks on supervised agents, kill them, watch them come back."""
     settings = load_settings(tree=DEMO_TREE, namespace="rayvisor-demo")
-    root, _ = _start_system(settings, dashboard=False)
+    ownership = _ownership(settings)
+    try:
+        _run_demo(settings, ownership, tasks)
+    finally:
+        ownership.release()
+    console.print(
+        "Services keep running (data under "
+        f"{settings.home}); stop them with `rayvisor services down`."
+    )
+
+
+def _run_demo(settings: Settings, ownership: Ownership, tasks: int) -> None:
+    root, _ = _start_system(settings, ownership, dashboard=False)
     try:
         console.print(render_tree(ray.get(root.snapshot.remote())))
         agents_sup = ray.get(root.child_handle.remote("agents"))
@@ -511,10 +552,6 @@ def demo(
     finally:
         _stop_everything(settings)
         ray.shutdown()
-    console.print(
-        "Services keep running (data under "
-        f"{settings.home}); stop them with `rayvisor services down`."
-    )
 
 
 if __name__ == "__main__":

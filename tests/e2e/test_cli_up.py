@@ -1,14 +1,18 @@
-"""`rayvisor up` serves the API with a fresh admin key; `rayvisor down` stops it all."""
+"""`rayvisor up` serves the API with a fresh admin key; `rayvisor down` stops it all; a
+second `up` on the same home or database, or on a taken port, is refused."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import ray
@@ -17,9 +21,8 @@ from helpers import delete_stream, free_port, wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_session) -> None:
-    port = free_port()
-    env = {
+def _env(services, port: int, **extra: str) -> dict[str, str]:
+    return {
         **os.environ,
         "RAYVISOR_HOME": str(services.home),
         "RAYVISOR_DATABASE_URL": services.database_url,
@@ -28,7 +31,12 @@ def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_s
         "RAYVISOR_NAMESPACE": f"up-{uuid.uuid4().hex[:6]}",
         "RAYVISOR_HTTP_PORT": str(port),
         "COLUMNS": "250",
+        **extra,
     }
+
+
+def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """`rayvisor up` as a user runs it, once it has printed its admin key: (process, key)."""
     up = subprocess.Popen(
         [sys.executable, "-m", "serve.cli", "up"],
         env=env,
@@ -36,30 +44,43 @@ def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+    def key_printed() -> str | None:
+        line = up.stdout.readline() if up.stdout else ""
+        assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
+        found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
+        return found.group(1) if found else None
+
     try:
-        lines: list[str] = []
+        return up, wait_until(key_printed, timeout_s=180, interval_s=0)
+    except BaseException:
+        up.kill()
+        raise
 
-        def key_printed() -> str | None:
-            line = up.stdout.readline() if up.stdout else ""
-            assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
-            lines.append(line)
-            found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
-            return found.group(1) if found else None
 
-        key = wait_until(key_printed, timeout_s=180, interval_s=0)
+def _rayvisor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "serve.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=180,
+    )
+
+
+def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_session) -> None:
+    port = free_port()
+    env = _env(services, port)
+    up, key = _start_up(env)
+    try:
         assert (services.home / "api_key").read_text().strip() == key
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             ready = http.get("/readyz")
             assert ready.status_code == 200, ready.text
+            assert ready.json()["checks"]["tm:0"] == "ok"
             agents = http.get("/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
             assert agents.status_code == 200
-        down = subprocess.run(
-            [sys.executable, "-m", "serve.cli", "down"],
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=180,
-        )
+        down = _rayvisor(env, "down")
         assert down.returncode == 0, down.stderr
         assert "HTTP API" in down.stdout and "supervision tree" in down.stdout
         assert up.wait(timeout=60) == 0
@@ -69,3 +90,72 @@ def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_s
         if up.poll() is None:
             up.kill()
         asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+
+
+def test_a_second_up_on_the_same_home_or_database_is_refused_naming_the_first(
+    services, ray_session, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = _env(services, port)
+    up, key = _start_up(env)
+    try:
+        # the same home (and database): refused by the home's lock
+        again = _rayvisor({**env, "RAYVISOR_HTTP_PORT": str(free_port())}, "up")
+        assert again.returncode != 0
+        said = " ".join(again.stderr.split())
+        assert f"home {services.home}" in said and f"pid {up.pid}" in said, said
+        assert f"http://127.0.0.1:{port}" in said and "dashboard" in said, said
+        assert "Ray " in said and "started " in said, said
+        assert "is ready" not in again.stdout
+        # another home, the same database: refused by the database's lock, named by its row
+        other = _env(services, free_port(), RAYVISOR_HOME=str(tmp_path / "other-home"))
+        elsewhere = _rayvisor(other, "up")
+        assert elsewhere.returncode != 0
+        said = " ".join(elsewhere.stderr.split())
+        assert "database" in said and f"pid {up.pid}" in said, said
+        assert f"http://127.0.0.1:{port}" in said, said
+
+        # nothing changed: the first serves, with its key, and still owns the database
+        assert (services.home / "api_key").read_text().strip() == key
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            assert http.get("/readyz").status_code == 200
+            agents = http.get("/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
+            assert agents.status_code == 200
+        assert _owner_pid(services.database_url) == up.pid
+
+        assert _rayvisor(env, "down").returncode == 0
+        assert up.wait(timeout=60) == 0
+        assert _owner_pid(services.database_url) is None  # released with the process
+    finally:
+        if up.poll() is None:
+            up.kill()
+        asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+
+
+def test_up_on_a_taken_port_is_refused(services, ray_session, database_url, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(
+            services,
+            port,
+            RAYVISOR_HOME=str(tmp_path / "home"),
+            RAYVISOR_DATABASE_URL=database_url,
+        )
+        refused = _rayvisor(env, "up")
+    assert refused.returncode != 0
+    said = " ".join(refused.stderr.split())
+    assert f"port {port}" in said and "taken" in said, said
+    assert _owner_pid(database_url) is None
+
+
+def _owner_pid(database_url: str) -> int | None:
+    async def read() -> int | None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval("SELECT pid FROM system_owner")
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
