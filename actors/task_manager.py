@@ -204,8 +204,8 @@ class TaskManager(Supervised):
                 leased.setdefault(live.record.assigned_to or "", []).append(live)
         pending = [t for t in self.tasks.values() if t.record.status is S.PENDING]
         await self._resolve_dependencies(pending)
-        with contextlib.suppress(Exception):
-            await self._discover_agents()
+        with contextlib.suppress(Exception):  # a supervisor that does not answer: later
+            await asyncio.wait_for(self._discover_agents(), 10)
         for agent_id, lives in leased.items():
             agent = self.registry.get(agent_id)
             if agent is None:  # gone: nothing of its leases will come back

@@ -81,6 +81,8 @@ class Ledger:
                 job.lease = lease
                 return job, False
             done = self._done.get(task_id)
+            if done is not None and lease < done[0]:
+                raise ValueError(f"task {task_id}: lease {lease} is older than {done[0]}")
             if done is not None and done[0] == lease:
                 future = loop.create_future()
                 future.set_result(done[1])

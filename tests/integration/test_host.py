@@ -13,7 +13,7 @@ import pytest
 import ray
 from helpers import wait_for
 
-from actors.host import CRASH_REASON, AgentHost
+from actors.host import CRASH_REASON, FATAL_IN_A_ROW, AgentHost
 from runtime.bus import Bus
 from runtime.models.events import AgentHeartbeat, Event, TaskProgress
 from runtime.store import agents as agent_store
@@ -132,9 +132,7 @@ async def test_a_warm_spare_takes_its_identity_at_start(
     await spare.rv_warm.remote()  # idempotent
     described = await spare.describe.remote()
     assert (described["agent_id"], described["warm"], described["state"]) == (None, True, "created")
-    refused = await spare.run.remote(task())
-    assert refused["status"] == "failed"
-    assert refused["error"]["category"] == "fatal"
+    assert await spare.run.remote(task()) == {"status": "interrupted"}  # handed back
 
     agent_id = f"spare-{uuid.uuid4().hex[:8]}"
     await spare.rv_start.remote(agent_id, "sup-test")
@@ -182,7 +180,7 @@ async def test_saved_state_survives_a_kill(
     host, agent_id = await start_host(COUNTER)
     assert (await host.run.remote(task()))["result"] == 1
     assert (await host.run.remote(task()))["result"] == 2
-    await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)
+    await wait_for(lambda: _stored_state_is(pool, agent_id, "idle"), timeout_s=10)
 
     ray.kill(host, no_restart=True)
     replacement, _ = await start_host(COUNTER, agent_id)
@@ -338,21 +336,33 @@ async def test_transient_and_logical_failures_leave_the_agent_serving(
     await wait_for(lambda: _state_is(host, "idle"), timeout_s=10)
 
 
-async def test_a_fatal_failure_marks_the_agent_and_tells_the_supervisor(
+async def test_a_fatal_failure_fails_that_attempt_and_the_agent_keeps_serving(
+    start_host: Callable[..., Any], pool: asyncpg.Pool
+) -> None:
+    host, agent_id = await start_host(ECHO)
+
+    outcome = await host.run.remote(task(fail="fatal"))
+
+    assert outcome["error"]["category"] == "fatal"  # retried on another agent by the TM
+    assert (await host.run.remote(task(ok=1)))["status"] == "completed"
+    assert "error" not in [to for _, to, _ in await transitions(pool, agent_id)]
+
+
+async def test_fatal_failures_in_a_row_mark_the_agent_and_tell_the_supervisor(
     start_host: Callable[..., Any], pool: asyncpg.Pool
 ) -> None:
     host, agent_id = await start_host(ECHO)
     monitor = host.rv_monitor.remote()
 
-    outcome = await host.run.remote(task(fail="fatal"))
+    batch = [task(fail="fatal") for _ in range(FATAL_IN_A_ROW)] + [task(n=2)]
+    chunks = await chunks_of(host.run_many.remote(batch))
 
-    assert outcome["error"]["category"] == "fatal"
-    exit_ = await asyncio.wait_for(monitor, 10)
-    assert exit_["reason"] == "fatal"
+    outcomes = _outcomes(chunks)
+    assert [o["error"]["category"] for _, o in outcomes[:-1]] == ["fatal"] * FATAL_IN_A_ROW
+    assert outcomes[-1][1] == {"status": "interrupted"}  # not started: handed back, free
+    assert (await asyncio.wait_for(monitor, 10))["reason"] == "fatal"
     assert (await transitions(pool, agent_id))[-1][:2] == ("busy", "error")
-    refused = await host.run.remote(task())
-    assert refused["status"] == "failed"
-    assert "not idle" in refused["error"]["reason"]
+    assert await host.run.remote(task()) == {"status": "interrupted"}
 
 
 async def chunks_of(call: Any) -> list[list[list[Any]]]:
@@ -368,10 +378,13 @@ async def test_run_many_sends_ready_outcomes_before_a_slow_task_ends(
 
     chunks = await chunks_of(host.run_many.remote([quick, slow, last]))
 
-    assert chunks[0] == [[quick["id"], {"status": "completed", "result": {"n": 1}}]]
-    outcomes = [pair for chunk in chunks for pair in chunk]
+    assert [quick["id"], {"status": "completed", "result": {"n": 1}}] in chunks[0]
+    assert [quick["id"], {"status": "started"}] in chunks[0]  # each start is told too
+    outcomes = _outcomes(chunks)
     assert [task_id for task_id, _ in outcomes] == [quick["id"], slow["id"], last["id"]]
     assert all(outcome["status"] == "completed" for _, outcome in outcomes)
+    started = [t for chunk in chunks for t, o in chunk if o == {"status": "started"}]
+    assert started == [quick["id"], slow["id"], last["id"]]
 
 
 async def test_run_many_cancels_a_task_waiting_in_its_batch(
@@ -387,26 +400,70 @@ async def test_run_many_cancels_a_task_waiting_in_its_batch(
     assert await host.cancel.remote(sleeping["id"]) is True
 
     chunks = await asyncio.wait_for(gathered, 10)
-    assert [pair for chunk in chunks for pair in chunk] == [
+    assert _outcomes(chunks) == [
         [sleeping["id"], {"status": "cancelled"}],
         [waiting["id"], {"status": "cancelled"}],
     ]
 
 
-async def test_run_many_after_a_fatal_failure_refuses_the_rest_of_the_batch(
-    start_host: Callable[..., Any], pool: asyncpg.Pool
+async def test_a_stop_hands_back_what_the_agent_holds_without_cancelling_it(
+    start_host: Callable[..., Any],
 ) -> None:
-    host, agent_id = await start_host(ECHO)
-    monitor = host.rv_monitor.remote()
+    host, _ = await start_host(ECHO)
+    running, waiting = task(sleep_s=60), task(n=2)
+    gathered = asyncio.ensure_future(chunks_of(host.run_many.remote([running, waiting])))
+    await wait_for(lambda: _active(host, running["id"]), timeout_s=10)
 
-    chunks = await chunks_of(host.run_many.remote([task(fail="fatal"), task(n=2)]))
+    await host.rv_stop.remote()
 
-    (_, failed), (_, refused) = [pair for chunk in chunks for pair in chunk]
-    assert failed["error"]["category"] == "fatal"
-    assert refused["error"]["category"] == "fatal"  # retried elsewhere by the TaskManager
-    assert "not idle" in refused["error"]["reason"]
-    assert (await asyncio.wait_for(monitor, 10))["reason"] == "fatal"
-    assert (await transitions(pool, agent_id))[-1][:2] == ("busy", "error")
+    chunks = await asyncio.wait_for(gathered, 10)
+    assert _outcomes(chunks) == [
+        [running["id"], {"status": "interrupted"}],  # not `cancelled`: nobody asked
+        [waiting["id"], {"status": "interrupted"}],
+    ]
+
+
+async def test_a_new_task_manager_adopts_what_an_agent_holds(
+    start_host: Callable[..., Any],
+) -> None:
+    """The call that brought the tasks is gone (its task manager died); `adopt` tells what
+    ended, what runs (then its outcome) and what this agent never had."""
+    host, _ = await start_host(ECHO)
+    quick, slow, never = task(n=1), task(n=2, sleep_s=1.0), task(n=3)
+    orphan = host.run_many.remote([quick, slow])
+    await wait_for(lambda: _active(host, slow["id"]), timeout_s=10)
+
+    leases = {quick["id"]: 1, slow["id"]: 1, never["id"]: 1}
+    chunks = await chunks_of(host.adopt.remote(leases))
+
+    first = dict((t, o) for t, o in chunks[0])
+    assert first[quick["id"]] == {"status": "completed", "result": {"n": 1}}
+    assert first[slow["id"]] == {"status": "started"}
+    assert first[never["id"]] == {"status": "unknown"}
+    slow_done = {"status": "completed", "result": {"n": 2, "sleep_s": 1.0}}
+    assert dict(_outcomes(chunks))[slow["id"]] == slow_done
+    del orphan
+    # the outcome is kept: asked again (another restart), it is told at once
+    again = await chunks_of(host.adopt.remote({slow["id"]: 1}))
+    assert again == [[[slow["id"], slow_done]]]
+
+
+async def test_a_task_brought_again_under_a_newer_lease_takes_the_job_over(
+    start_host: Callable[..., Any],
+) -> None:
+    host, _ = await start_host(ECHO)
+    slow = task(n=7, sleep_s=1.0)
+    first = asyncio.ensure_future(chunks_of(host.run_many.remote([{**slow, "lease": 1}])))
+    await wait_for(lambda: _active(host, slow["id"]), timeout_s=10)
+
+    chunks = await chunks_of(host.run_many.remote([{**slow, "lease": 2}]))
+
+    done = {"status": "completed", "result": {"n": 7, "sleep_s": 1.0}}
+    assert _outcomes(chunks) == [[slow["id"], done]]
+    assert (await host.describe.remote())["active_tasks"] == []  # it ran once
+    await asyncio.wait_for(first, 10)
+    stale = await host.run.remote({**slow, "lease": 1})
+    assert stale["status"] == "failed" and "older" in stale["error"]["reason"]
 
 
 async def test_stop_records_stopping_then_stopped(
@@ -435,6 +492,11 @@ async def test_stop_records_stopping_then_stopped(
 # ---- helpers ----------------------------------------------------------------------------------
 
 
+def _outcomes(chunks: list[list[list[Any]]]) -> list[list[Any]]:
+    """The outcomes a streaming call reported, in order, without the start markers."""
+    return [pair for chunk in chunks for pair in chunk if pair[1] != {"status": "started"}]
+
+
 def _done(ref: ray.ObjectRef) -> bool:
     ready, _ = ray.wait([ref], timeout=0)
     return bool(ready)
@@ -458,6 +520,10 @@ async def _last_transitions_are(
     pool: asyncpg.Pool, agent_id: str, expected: list[tuple[str, str]]
 ) -> bool:
     return [(f, t) for f, t, _ in await transitions(pool, agent_id)][-len(expected) :] == expected
+
+
+async def _stored_state_is(pool: asyncpg.Pool, agent_id: str, state: str) -> bool:
+    return (await agent_store.get_agent(pool, agent_id)).state == state
 
 
 async def _state_is(host: Any, state: str) -> bool:

@@ -131,7 +131,7 @@ async def _pid_of(pool: asyncpg.Pool, agent_id: str) -> int:
     return int(detail["pid"])
 
 
-async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome(
+async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome_for_free(
     system, system_pool
 ) -> None:
     client, _ = await system(agents=1)
@@ -147,11 +147,11 @@ async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome(
     assert (await client.get(killed_in["id"]))["status"] == "running"
     os.kill(await _pid_of(system_pool, first["assigned_to"]), signal.SIGKILL)
 
-    for task in (killed_in, behind):  # re-queued; the restarted agent takes them
-        done = await client.wait(task["id"], timeout_s=90)
-        assert done["status"] == "completed"
-        assert done["attempt"] == 2
-        assert done["attempt_errors"][0]["type"] == "AgentDied"
+    done = await client.wait(killed_in["id"], timeout_s=90)  # started: the attempt counts
+    assert (done["status"], done["attempt"]) == ("completed", 2)
+    assert done["attempt_errors"][0]["type"] == "AgentDied"
+    done = await client.wait(behind["id"], timeout_s=90)  # never started: handed back free
+    assert (done["status"], done["attempt"], done["attempt_errors"]) == ("completed", 1, [])
     again = await client.get(done_first["id"])
     assert again["attempt"] == 1 and again["attempt_errors"] == []  # never re-run
     for task in (done_first, killed_in, behind):
@@ -253,7 +253,8 @@ async def test_cancel_a_task_waiting_behind_another_in_its_agents_batch(system) 
             {"title": "waiting", "required_capabilities": ["echo"], "parameters": {"n": 2}},
         ]
     )  # one batch: `waiting` sits at the agent behind `long`
-    await wait_for(lambda: _status_is(client, waiting["id"], "running"), timeout_s=30)
+    await wait_for(lambda: _status_is(client, long["id"], "running"), timeout_s=30)
+    assert (await client.get(waiting["id"]))["status"] == "assigned"  # leased, not started
     assert (await client.cancel(waiting["id"]))["status"] == "cancelled"
     assert (await client.cancel(long["id"]))["status"] == "cancelled"
     quick = await client.submit(title="quick", required_capabilities=["echo"])
@@ -367,3 +368,98 @@ async def test_ten_thousand_tasks_through_four_agents(system, system_pool) -> No
         [UUID(i) for i in ids],
     )
     assert completed == 10_000
+
+
+async def test_a_task_with_one_attempt_survives_a_task_manager_restart(system, system_pool) -> None:
+    """The restarted shard adopts the lease: the agent's outcome is taken, no re-run."""
+    client, _ = await system(agents=1)
+    task = await client.submit(title="once", required_capabilities=["echo"],
+                               parameters={"sleep_s": 2}, max_attempts=1)  # fmt: skip
+    await wait_for(lambda: _status_is(client, task["id"], "running"), timeout_s=30)
+    os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)
+
+    done = await client.wait(task["id"], timeout_s=60)
+
+    assert (done["status"], done["attempt"], done["attempt_errors"]) == ("completed", 1, [])
+    assert done["lease"] == 1  # adopted, not leased again
+    assert await completed_rows(system_pool, task["id"]) == 1
+
+
+async def test_a_second_task_manager_on_the_shard_fences_the_first_out(system, system_pool) -> None:
+    from actors.task_manager import TaskManager
+    from supervisors.supervisor import remote_class
+
+    client, _ = await system(agents=1)
+    namespace = client.namespace
+    intruder = remote_class(TaskManager).options(name="tm-intruder", namespace=namespace)
+    intruder = intruder.remote(shard=0, shards=1)
+    await intruder.rv_start.remote("tm-intruder", "test", namespace)  # takes the epoch
+    epoch = await system_pool.fetchval("SELECT epoch FROM shard_owners WHERE shard = 0")
+
+    task = await client.submit(title="after", required_capabilities=["echo"])
+    # tm:0 stored it (an insert), but its lease is refused: it stops, is restarted, takes
+    # the shard back, and the task runs once under the new owner
+    done = await client.wait(task["id"], timeout_s=60)
+
+    assert (done["status"], done["attempt"]) == ("completed", 1)
+    assert await system_pool.fetchval("SELECT epoch FROM shard_owners WHERE shard = 0") > epoch
+    reasons = await system_pool.fetch(
+        "SELECT reason FROM supervisor_events WHERE child_id = 'tm-0' AND event = 'child_exited'"
+    )
+    assert any("fenced" in r["reason"] for r in reasons), [r["reason"] for r in reasons]
+    assert await completed_rows(system_pool, task["id"]) == 1
+
+
+def _id_on_shard(shard: int, shards: int = 2) -> str:
+    while True:
+        candidate = uuid4()
+        if candidate.int % shards == shard:
+            return str(candidate)
+
+
+async def test_a_dependency_on_another_shard_is_released_across_shard_kills(
+    system, system_pool
+) -> None:
+    client, _ = await system(agents=2, shards=2)
+    first, second = _id_on_shard(0), _id_on_shard(1)
+    await client.submit_many(
+        [
+            {"id": first, "title": "first", "required_capabilities": ["echo"],
+             "parameters": {"sleep_s": 1.5}},
+            {"id": second, "title": "second", "required_capabilities": ["echo"],
+             "dependencies": [first]},
+        ]
+    )  # fmt: skip
+    await wait_for(lambda: _status_is(client, first, "running"), timeout_s=30)
+    os.kill(await _pid_of(system_pool, "tm-1"), signal.SIGKILL)  # the dependent's shard
+    os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)  # and the dependency's
+
+    done = await client.wait(second, timeout_s=60)
+
+    assert done["status"] == "completed"
+    first_done = await client.get(first)
+    assert (first_done["status"], first_done["attempt"]) == ("completed", 1)
+    assert first_done["finished_at"] <= done["started_at"]
+
+
+async def test_a_pool_shrinking_hands_its_agents_tasks_back_without_an_attempt(
+    system, system_pool
+) -> None:
+    client, _ = await system(agents=2)
+    task = await client.submit(title="interrupted", required_capabilities=["echo"],
+                               parameters={"sleep_s": 2}, max_attempts=1)  # fmt: skip
+    running = await wait_for(lambda: _running(client, task["id"]), timeout_s=30)
+    agents_sup = ray.get_actor("sup:agents", namespace=client.namespace)
+    (pool,) = await agents_sup.which_children.remote()
+    pool_sup = await agents_sup.child_handle.remote(pool["id"])
+
+    assert await pool_sup.terminate_child.remote(running["assigned_to"])  # a graceful stop
+
+    done = await client.wait(task["id"], timeout_s=60)
+    assert (done["status"], done["attempt"], done["attempt_errors"]) == ("completed", 1, [])
+    assert done["assigned_to"] != running["assigned_to"]
+
+
+async def _running(client: TaskClient, task_id: str) -> dict | None:
+    current = await client.get(task_id)
+    return current if current["status"] == "running" else None
