@@ -356,13 +356,27 @@ async def post_task(client: Any, key: KeyState, run: Run, timeout_s: float) -> i
     return response.status_code
 
 
-async def submit(client: Any, key: KeyState, run: Run, give_up_s: float, recheck: bool) -> None:
-    """POST until accepted, retrying 429/5xx and connection errors with the same key."""
+async def submit(
+    client: Any,
+    slots: asyncio.Semaphore,
+    key: KeyState,
+    run: Run,
+    give_up_s: float,
+    recheck: bool,
+) -> None:
+    """POST until accepted, retrying 429/5xx and connection errors with the same key; each
+    attempt waits for one of the client's `slots` (its connections) first, as a client
+    with a connection pool would (here, not in httpx's pool, whose waiters cost O(n) per
+    released connection: thousands of them starve this process)."""
     began = time.monotonic()
     delay = 0.05
     while True:
-        left = give_up_s - (time.monotonic() - began)
-        status = await post_task(client, key, run, max(1.0, min(30.0, left)))
+        async with slots:
+            left = give_up_s - (time.monotonic() - began)
+            if left <= 0:
+                key.gave_up = True
+                return
+            status = await post_task(client, key, run, max(1.0, min(30.0, left)))
         if key.ids or key.rejected:
             break
         if time.monotonic() - began + delay > give_up_s:
@@ -373,7 +387,8 @@ async def submit(client: Any, key: KeyState, run: Run, give_up_s: float, recheck
     if recheck and status is not None and key.ids:
         # the same key once more, as a client that missed the answer would: same task, 200
         run.rechecks += 1
-        await post_task(client, key, run, 30.0)
+        async with slots:
+            await post_task(client, key, run, 30.0)
 
 
 async def load(
@@ -381,6 +396,7 @@ async def load(
 ) -> None:
     """Open loop: key i is first POSTed at i / rate seconds, whatever came of the others."""
     prefix = uuid.uuid4().hex[:8]
+    slots = asyncio.Semaphore(args.connections)
     index = 0
     while True:
         due = index / args.rate
@@ -392,7 +408,7 @@ async def load(
         key = KeyState(f"chaos-{prefix}-{index}", {"i": index}, run.elapsed())
         run.keys.append(key)
         recheck = args.recheck_every > 0 and index % args.recheck_every == 0
-        task = asyncio.create_task(submit(client, key, run, args.give_up, recheck))
+        task = asyncio.create_task(submit(client, slots, key, run, args.give_up, recheck))
         pending.add(task)
         task.add_done_callback(pending.discard)
         index += 1
@@ -822,10 +838,12 @@ async def chaos(
         "pool_supervisor": args.pool_supervisor_every,
     }
     auth = {"Authorization": f"Bearer {api_key}"}
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=64)
+    limits = httpx.Limits(
+        max_connections=args.connections, max_keepalive_connections=args.connections
+    )
     clients = {
         "load": httpx.AsyncClient(
-            base_url=url, headers=auth, limits=limits, timeout=httpx.Timeout(30, pool=None)
+            base_url=url, headers=auth, limits=limits, timeout=httpx.Timeout(30, pool=5)
         ),
         "probe": httpx.AsyncClient(base_url=url, headers=auth, timeout=30),
         "meta": httpx.AsyncClient(base_url=url, headers=auth, timeout=10),
@@ -969,6 +987,7 @@ def main() -> None:
             num_cpus=2,
             address="local",
         )
+        signal.signal(signal.SIGTERM, _terminate)  # Ray's core worker installed its own
         try:
             start_tree(tree_from_settings(settings), NAMESPACE, 120)
             url = deploy(settings)
