@@ -6,8 +6,9 @@ with the field and the reason, before anything starts.
 - `restart`: `permanent` children are always restarted, `transient` ones only after an
   abnormal exit (a crash, a hang, a fatal error), `temporary` ones never.
 - `shutdown_s`: how long a graceful stop may take before the child is killed.
-- `start_timeout_s`: how long its start may take; past it the half-started actor is killed
-  and the start counts as a failure (restarted with backoff), without holding up siblings.
+- `start_timeout_s`: how long its start (process start and `on_start`) may take; past it
+  the half-started actor is killed and the start counts as a failure (restarted with
+  backoff), without holding up siblings.
 - `circuit_breaker`: False for a child that must never be parked behind an open circuit
   (the task managers, the relay): past the intensity its supervisor escalates (or, under
   `circuit_break`, keeps restarting it on its capped backoff).

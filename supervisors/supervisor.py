@@ -193,12 +193,11 @@ class Supervisor(WarmSpares, Supervised):
         )
         for spec in specs:
             self.children.append(self._new_child(spec))
-        for child in list(self.children):
-            if self.state in _DOWN:
-                break
-            async with child.lock:  # a failed sibling's group restart may have started it
-                if child.generation == 0 and child in self.children:
-                    await self._start_or_handle_failure(child)
+        if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:  # no order among members
+            await asyncio.gather(*(self._first_start(c) for c in list(self.children)))
+        else:
+            for child in list(self.children):
+                await self._first_start(child)
         if self.state in _DOWN:  # escalated (or stopped) while starting: say so
             self._started.set()
             return
@@ -207,6 +206,13 @@ class Supervisor(WarmSpares, Supervised):
         self._started.set()
         if self.spec.warm_workers:
             self._spawn(self._keep_warm())
+
+    async def _first_start(self, child: _Child) -> None:
+        if self.state in _DOWN:
+            return
+        async with child.lock:  # a failed sibling's group restart may have started it
+            if child.generation == 0 and child in self.children and self.state not in _DOWN:
+                await self._start_or_handle_failure(child)
 
     async def wait_started(self) -> str:
         await self._started.wait()
@@ -223,10 +229,11 @@ class Supervisor(WarmSpares, Supervised):
         if saved:
             return [ChildSpec.model_validate(spec) for _, spec in saved]
         specs = [self._pool_spec(n) for n in range(1, self.spec.size + 1)]
-        for spec in specs:  # idempotent: a retry after an outage saves the same rows
-            await supervision.save_child(
-                self._pool, self.spec.id, spec.id, spec.model_dump(mode="json")
-            )
+        async with self._pool.acquire() as conn, conn.transaction():  # all or none
+            for spec in specs:
+                await supervision.save_child(
+                    conn, self.spec.id, spec.id, spec.model_dump(mode="json")
+                )
         return specs
 
     def _pool_spec(self, n: int) -> ChildSpec:

@@ -57,6 +57,9 @@ __all__ = [
 ROOT_NAME = "sup:root"
 _CORE_RESTARTS_PER_CHILD = 20
 _CORE_MAX_BACKOFF_S = 2.0
+# a supervisor's start is its subtree's start (a pool's members start together, at most 8
+# at a time): far longer than one worker's, and never worth killing as hung
+_SUPERVISOR_START_TIMEOUT_S = 600.0
 
 
 class PoolSpec(BaseModel):
@@ -161,6 +164,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
         id=supervisor.id,
         supervisor=supervisor,
         name=pool_actor_name(pool.id),
+        start_timeout_s=_SUPERVISOR_START_TIMEOUT_S,
     )
 
 
@@ -203,8 +207,13 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     return SupervisorSpec(
         id="root",
         children=[
-            ChildSpec(id="core", supervisor=core, circuit_breaker=False),
-            ChildSpec(id="agents", supervisor=agents, circuit_breaker=False),
+            ChildSpec(
+                id=name,
+                supervisor=spec,
+                circuit_breaker=False,
+                start_timeout_s=_SUPERVISOR_START_TIMEOUT_S,
+            )
+            for name, spec in (("core", core), ("agents", agents))
         ],
         **defaults,
     )

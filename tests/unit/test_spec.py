@@ -550,11 +550,14 @@ def test_core_is_never_parked_behind_a_circuit() -> None:
         ("relay", False),
     ]
     assert [c.circuit_breaker for c in root.children] == [False, False]
+    # a supervisor's start is its subtree's: never killed as a hung start after 60 s
+    assert [c.start_timeout_s for c in root.children] == [600.0, 600.0]
     agents = only_child(root, "agents").supervisor
     assert agents is not None
     pool = agents.children[0].supervisor
     assert pool is not None and pool.template is not None
     assert pool.template.circuit_breaker is True
+    assert agents.children[0].start_timeout_s == 600.0
 
 
 def test_core_intensity_outlasts_a_chaos_run() -> None:
