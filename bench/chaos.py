@@ -145,6 +145,7 @@ def _example(key: KeyState, row: dict[str, Any]) -> dict[str, Any]:
         "task_id": str(row["id"]),
         "status": row["status"],
         "attempt": row["attempt"],
+        "assigned_to": row.get("assigned_to"),
         "error": _short(row["error"]),
         "attempt_errors": _short(row["attempt_errors"], 600),
     }
@@ -171,7 +172,7 @@ def check(
     lost_detail: Counter[str] = Counter()
     examples: dict[str, list[dict[str, Any]]] = {}
     twice_examples: list[dict[str, Any]] = []
-    lost_examples: list[dict[str, Any]] = []
+    lost_examples: dict[str, list[dict[str, Any]]] = {}  # up to EXAMPLES per reason
     events_missing = wrong_result = status_mismatch = 0
     for key in keys:
         accepted = bool(key.ids)
@@ -195,8 +196,8 @@ def check(
             why = "gave_up" if key.gave_up else "rejected" if key.rejected else "not_in_db"
             counts["lost"] += 1
             lost_detail[why] += 1
-            if len(lost_examples) < EXAMPLES:
-                lost_examples.append(
+            if len(lost_examples.setdefault(why, [])) < EXAMPLES:
+                lost_examples[why].append(
                     {"key": key.key, "why": why, "attempts": key.attempts,
                      "outcomes": dict(key.outcomes), "rejected": key.rejected}
                 )  # fmt: skip
@@ -221,8 +222,8 @@ def check(
         else:
             counts["lost"] += 1
             lost_detail[f"not_ended:{status}"] += 1
-            if len(lost_examples) < EXAMPLES:
-                lost_examples.append(_example(key, row) | {"why": "not ended"})
+            if len(lost_examples.setdefault("not_ended", [])) < EXAMPLES:
+                lost_examples["not_ended"].append(_example(key, row) | {"why": "not ended"})
 
     known = {str(r["id"]) for r in by_key.values()}
     dup_event_tasks = {e["task_id"] for e in events if by_event_id[e["event_id"]] > 1}
@@ -723,7 +724,8 @@ async def read_tasks(database_url: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(
-            "SELECT id, idempotency_key, status, attempt, result, error, attempt_errors FROM tasks"
+            "SELECT id, idempotency_key, status, attempt, assigned_to, result, error,"
+            " attempt_errors FROM tasks"
         )
     finally:
         await conn.close()
