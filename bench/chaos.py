@@ -897,7 +897,7 @@ async def chaos(
     figures = check(run.keys, rows, events)
     figures |= {
         "faults": fault_summary(run, schedule, args.recover_timeout),
-        "probes": check_probes(run.probes, rows),
+        "probes": check_probes(baseline.probes + run.probes, rows),
         "probe_baseline_ms": [b for b in baseline_ms if b is not None],
         "http": dict(outcomes.most_common()),
         "gave_up": sum(k.gave_up for k in run.keys),
