@@ -152,6 +152,8 @@ class TaskManager(Supervised):
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._changed: list[_Task] = []  # changed since the last flush
+        self._up = asyncio.Event()  # calls wait for on_start: a restarted shard is named
+        # before it has rebuilt its queue
         self.counters = {"completed": 0, "failed": 0, "retried": 0, "stale_results": 0}
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -170,6 +172,7 @@ class TaskManager(Supervised):
         self._spawn(self._dispatch_loop())
         self._spawn(self._timer_loop())
         self._spawn(self._discover_agents_periodically())
+        self._up.set()
 
     async def _take_shard(self) -> int:
         """Become the shard's owner: a new epoch, which fences every older owner out."""
@@ -230,6 +233,7 @@ class TaskManager(Supervised):
 
     async def submit_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Validate and store tasks; all or nothing. Each item is a TaskCreate (+ `id`)."""
+        await self._up.wait()
         records = [self._validated(item) for item in items]
         known = await self._dependency_statuses(records)
         for record in records:
@@ -446,6 +450,7 @@ class TaskManager(Supervised):
 
     async def report_result(self, task_id: str, lease: int, outcome: dict[str, Any]) -> bool:
         """Settle a lease from outside (an agent reporting late); StaleAttempt if stale."""
+        await self._up.wait()
         self._settle_now(UUID(task_id), lease, outcome, None)
         await self._flush_changes()
         return True
@@ -568,6 +573,7 @@ class TaskManager(Supervised):
 
     async def dependency_done(self, task_id: str, status: str) -> None:
         """Another shard's task ended: release or fail this shard's dependents."""
+        await self._up.wait()
         self._dependency_finished(UUID(task_id), S(status))
         await self._flush_changes()
 
@@ -616,6 +622,7 @@ class TaskManager(Supervised):
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
         """Cancel a task that has not ended; a running handler is cancelled in its agent."""
+        await self._up.wait()
         tid = UUID(task_id)
         live = self.tasks.get(tid)
         if live is None:
@@ -678,6 +685,7 @@ class TaskManager(Supervised):
         self, agent_id: str, capabilities: list[str], handle: Any, capacity: int = 1
     ) -> None:
         """Called by an agent host each time it starts (so restarts re-register)."""
+        await self._up.wait()
         self.registry.register(agent_id, capabilities, handle, capacity)
         self._wake.set()
 
@@ -686,6 +694,7 @@ class TaskManager(Supervised):
 
         The news may come after the agent's successor registered: an entry that answers
         a ping is that successor, and stays."""
+        await self._up.wait()
         entry = self.registry.get(agent_id)
         if entry is None:
             return
@@ -725,6 +734,7 @@ class TaskManager(Supervised):
 
     async def get(self, task_id: str) -> dict[str, Any]:
         """The task as PostgreSQL holds it: memory may be ahead of what is committed."""
+        await self._up.wait()
         tid = UUID(task_id)
         record = await task_store.get(self.pool, tid)
         if record is None:
@@ -733,6 +743,7 @@ class TaskManager(Supervised):
 
     async def wait(self, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """The task once it has ended; TimeoutError if it has not within `timeout_s`."""
+        await self._up.wait()
         tid = UUID(task_id)
         if tid not in self.tasks:
             return await self.get(task_id)
@@ -749,6 +760,7 @@ class TaskManager(Supervised):
         newest_first: bool = False,
     ) -> list[dict[str, Any]]:
         """Tasks of every shard from the record, oldest first, `after` a (created_at, id)."""
+        await self._up.wait()
         cursor = (datetime.fromisoformat(after[0]), UUID(after[1])) if after else None
         found = await task_store.list_tasks(
             self.pool, status=status, capability=capability, limit=limit, after=cursor,
@@ -762,6 +774,7 @@ class TaskManager(Supervised):
         return record.model_dump(mode="json")
 
     async def statistics(self) -> dict[str, Any]:
+        await self._up.wait()
         by_status: dict[str, int] = {}
         for live in self.tasks.values():
             by_status[live.record.status.value] = by_status.get(live.record.status.value, 0) + 1

@@ -10,8 +10,8 @@ So every call goes through a `NamedActor`, which drops the handle on `RayActorEr
 name again and retries on the new incarnation, for at most `restart_wait_s`; past that
 it raises `ActorUnreachable` (the HTTP API answers 503 with `Retry-After`). Only calls
 that are safe to repeat are retried: reads, `cancel`, `wait` (with what is left of its
-timeout) and `submit_many` (tasks carry their ids: a retry returns what the lost call
-stored and submits only the rest).
+timeout) and `submit_many` (tasks carry their ids: a retry gets what the lost call
+stored as stored, and stores the rest).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.task_manager import shard_of, task_manager_name
-from runtime.errors import NotFound
 
 __all__ = [
     "RESTART_WAIT_S",
@@ -42,9 +41,6 @@ RESTART_WAIT_S = 10.0
 """How long a caller waits for a supervisor to bring a named actor back."""
 _FIRST_BACKOFF_S = 0.02
 _MAX_BACKOFF_S = 0.5
-_SNAPSHOT_TIMEOUT_S = 5.0
-_ROOT_NAME = "sup:root"  # supervisors.tree.ROOT_NAME (not imported: that module imports Ray
-# actor classes this client does not need)
 
 UNREACHABLE: tuple[type[BaseException], ...] = (RayActorError, ActorUnavailableError)
 """Errors that mean "this incarnation is gone or not answering", not "the call failed"."""
@@ -69,9 +65,8 @@ class _NotRunning(Exception):
 class NamedActor:
     """Whatever actor currently holds `name` in `namespace`, found again after it died.
 
-    A handle is taken only once the supervision tree (if the actor is in one) reports
-    that incarnation `running`: a restarted actor is registered under its name before
-    its `rv_start` has finished, and calls it takes before then would find it half built.
+    A restarted actor is registered under its name before its `rv_start` has finished:
+    the actors reached this way (task managers) hold calls until they have started.
     """
 
     def __init__(self, name: str, namespace: str, restart_wait_s: float = RESTART_WAIT_S) -> None:
@@ -131,43 +126,14 @@ class NamedActor:
         return await asyncio.shield(pending)
 
     async def _lookup(self) -> Any:
+        # ray.get_actor asks the GCS and blocks: off the loop (a replica serves meanwhile)
         try:
-            handle = ray.get_actor(self.name, namespace=self.namespace)
+            handle = await asyncio.to_thread(ray.get_actor, self.name, namespace=self.namespace)
         except ValueError as exc:
             raise _NotRunning(f"no actor named {self.name}") from exc
-        if not await self._started(handle):
-            raise _NotRunning(f"{self.name} is still starting")
         self.resolutions += 1
         self._handle = handle
         return handle
-
-    async def _started(self, handle: Any) -> bool:
-        """Whether the tree says this incarnation is running; True when no tree knows the
-        name (a standalone actor) or the tree cannot be asked (best effort)."""
-        try:
-            root = ray.get_actor(_ROOT_NAME, namespace=self.namespace)
-        except ValueError:
-            return True
-        if root._actor_id == handle._actor_id:  # the root itself: Ray restarts it in place
-            return True
-        try:
-            tree = await asyncio.wait_for(root.snapshot.remote(), _SNAPSHOT_TIMEOUT_S)
-        except (TimeoutError, ray.exceptions.RayError):
-            return True
-        node = _find_node(tree, self.name)
-        if node is None:
-            return True
-        return node.get("state") == "running" and node.get("actor_id") == handle._actor_id.hex()
-
-
-def _find_node(node: dict[str, Any], actor_name: str) -> dict[str, Any] | None:
-    if node.get("actor_name") == actor_name:
-        return node
-    for child in node.get("children", []):
-        found = _find_node(child, actor_name)
-        if found is not None:
-            return found
-    return None
 
 
 async def _identity(handle: Any) -> Any:
@@ -208,16 +174,8 @@ class TaskClient:
         return out
 
     async def _submit_to(self, shard: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        attempts = 0
-
-        async def op(handle: Any) -> list[dict[str, Any]]:
-            nonlocal attempts
-            attempts += 1
-            if attempts == 1:
-                return await handle.submit_many.remote(items)
-            return await _submit_again(handle, items)
-
-        return await self.managers[shard].call(op)
+        # safe to repeat: a task stored by a call whose answer was lost is returned as stored
+        return await self.managers[shard].call(lambda tm: tm.submit_many.remote(items))
 
     async def get(self, task_id: str | UUID) -> dict[str, Any]:
         return await self._owner(task_id).call(lambda tm: tm.get.remote(str(task_id)))
@@ -251,25 +209,3 @@ class TaskClient:
         return await asyncio.gather(
             *(m.call(lambda tm: tm.statistics.remote()) for m in self.managers)
         )
-
-
-async def _submit_again(handle: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Submit `items` after a call that may have stored them before its actor died: the
-    tasks found by id are returned as stored, only the others are submitted again (a task
-    id is a primary key, so sending a stored one again would be refused)."""
-    found = await asyncio.gather(
-        *(handle.get.remote(item["id"]) for item in items), return_exceptions=True
-    )
-    stored: dict[str, dict[str, Any]] = {}
-    missing: list[dict[str, Any]] = []
-    for item, task in zip(items, found, strict=True):
-        if isinstance(task, NotFound):
-            missing.append(item)
-        elif isinstance(task, BaseException):
-            raise task
-        else:
-            stored[item["id"]] = task
-    if missing:
-        again = await handle.submit_many.remote(missing)
-        stored.update({item["id"]: task for item, task in zip(missing, again, strict=True)})
-    return [stored[item["id"]] for item in items]

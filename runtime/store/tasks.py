@@ -76,6 +76,7 @@ _INSERT = (
     f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
     " ON CONFLICT (idempotency_key) DO NOTHING"
 )
+_INSERT_ANY = _INSERT.replace("ON CONFLICT (idempotency_key)", "ON CONFLICT")
 
 
 def _values(task: Task) -> tuple[Any, ...]:
@@ -104,28 +105,39 @@ _FOREIGN_KEYS = {"tasks_parent_id_fkey": "parent_id", "tasks_project_id_fkey": "
 
 
 async def insert_many(conn: Conn, tasks: Sequence[Task]) -> list[tuple[Task, bool]]:
-    """Bulk `insert`: one pipelined, atomic batch, then one lookup of the keys already used.
+    """Bulk `insert`: one pipelined, atomic batch, then one lookup of what was there.
 
     Returns (stored task, whether it is new) for each input, in input order. A task whose
-    key was already used (before, or earlier in the same batch) maps to the first task.
+    key was already used (before, or earlier in the same batch) maps to the first task; a
+    task whose id is stored already (a submit retried after its answer was lost) maps to
+    the stored one.
     """
     if not tasks:
         return []
     try:
-        rows = await conn.fetchmany(_INSERT + " RETURNING id", [_values(task) for task in tasks])
+        rows = await conn.fetchmany(_INSERT_ANY + " RETURNING id", [_values(t) for t in tasks])
     except asyncpg.ForeignKeyViolationError as exc:  # an unknown parent or project
         field = _FOREIGN_KEYS.get(exc.constraint_name or "", exc.constraint_name)
         raise LogicalError(f"{field}: {exc.detail or 'no such row'}") from None
     inserted = {row["id"] for row in rows}
-    taken = [t.idempotency_key for t in tasks if t.id not in inserted and t.idempotency_key]
-    first: dict[str, Task] = {}
-    if taken:
+    others = [t for t in tasks if t.id not in inserted]
+    by_key: dict[str, Task] = {}
+    by_id: dict[UUID, Task] = {}
+    if others:
         rows = await conn.fetch(
-            "SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[])", taken
+            "SELECT * FROM tasks WHERE idempotency_key = ANY($1::text[]) OR id = ANY($2::uuid[])",
+            [t.idempotency_key for t in others if t.idempotency_key],
+            [t.id for t in others],
         )
-        first = {row["idempotency_key"]: Task.from_row(row) for row in rows}
+        for row in rows:
+            stored = Task.from_row(row)
+            by_id[stored.id] = stored
+            if stored.idempotency_key:
+                by_key[stored.idempotency_key] = stored
     return [
-        (task, True) if task.id in inserted else (first[task.idempotency_key], False)
+        (task, True)
+        if task.id in inserted
+        else (by_key.get(task.idempotency_key or "") or by_id[task.id], False)
         for task in tasks
     ]
 

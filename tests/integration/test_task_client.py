@@ -15,7 +15,7 @@ import pytest
 import ray
 from helpers import wait_for
 
-from actors.tasks import ActorUnreachable, NamedActor, TaskClient, _find_node, _submit_again
+from actors.tasks import ActorUnreachable, NamedActor, TaskClient
 from runtime.config import load_settings
 from supervisors.tree import tree_from_settings
 
@@ -53,6 +53,16 @@ async def _tm_pid(namespace: str) -> int | None:
     return node["pid"] if node and node["state"] == "running" else None
 
 
+def _find_node(node: dict[str, Any], actor_name: str) -> dict[str, Any] | None:
+    if node.get("actor_name") == actor_name:
+        return node
+    for child in node.get("children", []):
+        found = _find_node(child, actor_name)
+        if found is not None:
+            return found
+    return None
+
+
 def _echo(title: str, **params: Any) -> dict[str, Any]:
     return {"title": title, "required_capabilities": ["echo"], "parameters": params}
 
@@ -88,8 +98,7 @@ async def test_a_resubmit_returns_what_the_lost_call_stored_and_submits_the_rest
     stored = await client.submit(**_echo("stored"), id=str(uuid4()))
     fresh = {**_echo("fresh"), "id": str(uuid4())}
     again = {**_echo("stored"), "id": stored["id"]}
-    handle = await client.managers[0].handle()
-    answers = await _submit_again(handle, [again, fresh])
+    answers = await client.submit_many([again, fresh])  # as a retry after a lost answer
     assert [a["id"] for a in answers] == [stored["id"], fresh["id"]]
     assert answers[0]["created_at"] == stored["created_at"]
     assert (await client.wait(fresh["id"], 60))["status"] == "completed"

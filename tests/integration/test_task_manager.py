@@ -422,14 +422,10 @@ async def test_a_dependency_on_another_shard_is_released_across_shard_kills(
 ) -> None:
     client, _ = await system(agents=2, shards=2)
     first, second = _id_on_shard(0), _id_on_shard(1)
-    await client.submit_many(
-        [
-            {"id": first, "title": "first", "required_capabilities": ["echo"],
-             "parameters": {"sleep_s": 1.5}},
-            {"id": second, "title": "second", "required_capabilities": ["echo"],
-             "dependencies": [first]},
-        ]
-    )  # fmt: skip
+    await client.submit(id=first, title="first", required_capabilities=["echo"],
+                        parameters={"sleep_s": 1.5})  # fmt: skip
+    await client.submit(id=second, title="second", required_capabilities=["echo"],
+                        dependencies=[first])  # fmt: skip
     await wait_for(lambda: _status_is(client, first, "running"), timeout_s=30)
     os.kill(await _pid_of(system_pool, "tm-1"), signal.SIGKILL)  # the dependent's shard
     os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)  # and the dependency's
