@@ -12,10 +12,10 @@ Guarantees:
   itself: a task completes at most once. A lease ends with a result, a failure, or the
   agent's death; nothing is dropped, so a task is never lost.
 - An attempt is counted when its handler started (the agent reports it; `running` means
-  started). A lease handed back unstarted (the agent died with the task in its prefetch,
-  the agent is stopping, or a task manager restart finds the agent gone) costs no
-  attempt, up to `MAX_FREE_RETURNS` times a task, so a task that kills every agent it
-  reaches before its start is reported still ends.
+  started). A lease handed back unstarted costs no attempt: the agent is stopping, or
+  died with the task still in its prefetch, or is gone when a restarted shard looks for
+  it. A lease lost with its agent is free only `MAX_FREE_RETURNS` times, so a task that
+  kills every agent it reaches before its start is reported still ends.
 - A restarted shard rebuilds its queue from PostgreSQL and adopts the leases it finds: it
   asks each agent what it holds, takes the outcomes that came meanwhile, and waits for the
   rest; only leases whose agent is gone are re-queued.
@@ -189,6 +189,8 @@ class TaskManager(Supervised):
     async def on_stop(self) -> None:
         for task in list(self._background):
             task.cancel()
+        with contextlib.suppress(Exception):  # what is settled in memory is written
+            await self._flush_changes()
         await self.committer.close()
         await self.pool.close()
 
@@ -213,7 +215,7 @@ class TaskManager(Supervised):
             agent = self.registry.get(agent_id)
             if agent is None:  # gone: nothing of its leases will come back
                 for live in lives:
-                    self._hand_back(live, f"agent {agent_id} is gone")
+                    self._hand_back(live, f"agent {agent_id} is gone", died=True)
                 continue
             for _ in lives:
                 self.registry.acquire(agent)
@@ -495,15 +497,16 @@ class TaskManager(Supervised):
             error = {"category": "fatal", "type": _AGENT_DIED, "reason": reason}
             self._retry_or_fail(live, error, live.record.assigned_to)
         else:
-            self._hand_back(live, reason)
+            self._hand_back(live, reason, died=True)
 
-    def _hand_back(self, live: _Task, reason: str) -> None:
-        """Re-queue a lease whose handler never started: no attempt spent (but past
-        MAX_FREE_RETURNS a return counts, so a task that kills agents unseen still ends)."""
-        live.returns += 1
+    def _hand_back(self, live: _Task, reason: str, *, died: bool = False) -> None:
+        """Re-queue a lease whose handler never started: no attempt spent. A lease lost
+        with its agent (`died`) is free only MAX_FREE_RETURNS times, so a task that kills
+        every agent it reaches before its start is reported still ends."""
+        live.returns += died
         if live.returns > MAX_FREE_RETURNS:
             error = {"category": "fatal", "type": _AGENT_DIED,
-                     "reason": f"{reason} (handed back {live.returns} times)"}  # fmt: skip
+                     "reason": f"{reason} (lost unstarted {live.returns} times)"}  # fmt: skip
             self._retry_or_fail(live, error, live.record.assigned_to)
             return
         live.move(S.QUEUED)
