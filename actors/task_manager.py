@@ -130,6 +130,7 @@ class _Task:
             "parameters": r.parameters,
             "project_id": str(r.project_id) if r.project_id else None,
             "deadline": r.deadline.isoformat() if r.deadline else None,
+            "attempt_timeout_s": r.attempt_timeout_s,
         }
 
 
@@ -146,6 +147,7 @@ class TaskManager(Supervised):
         self._queues: dict[frozenset[str], list[tuple[int, int, UUID]]] = {}
         self._delayed: list[tuple[float, UUID]] = []
         self._deadlines: list[tuple[datetime, UUID]] = []
+        self._attempt_ends: list[tuple[float, UUID, int]] = []  # (monotonic, task, lease)
         self._dependents: dict[UUID, set[UUID]] = {}
         self._waiters: dict[UUID, list[asyncio.Future[dict[str, Any]]]] = {}
         self._seq = itertools.count()
@@ -445,6 +447,10 @@ class TaskManager(Supervised):
         live.move(S.RUNNING)
         live.set(started_at=_utcnow())
         self._changed.append(live)
+        timeout_s = live.record.attempt_timeout_s
+        if timeout_s:
+            ends = (time.monotonic() + timeout_s, live.id, live.record.lease)
+            heapq.heappush(self._attempt_ends, ends)
 
     @staticmethod
     def _is_current(live: _Task, lease: int) -> bool:
@@ -665,6 +671,25 @@ class TaskManager(Supervised):
                 live = self.tasks.get(task_id)
                 if live is not None and not live.record.status.is_terminal:
                     await self._end_early(live, S.TIMED_OUT, "deadline passed")
+            while self._attempt_ends and self._attempt_ends[0][0] <= now:
+                _, task_id, lease = heapq.heappop(self._attempt_ends)
+                live = self.tasks.get(task_id)
+                if live is not None and self._is_current(live, lease):
+                    await self._attempt_timed_out(live)
+
+    async def _attempt_timed_out(self, live: _Task) -> None:
+        """An attempt ran past `attempt_timeout_s`: cancel it on its agent, retry the task
+        while it has attempts left, end it `timed_out` after the last."""
+        reason = f"attempt {live.record.attempt} ran past {live.record.attempt_timeout_s} s"
+        if live.record.attempt >= live.record.max_attempts:
+            await self._end_early(live, S.TIMED_OUT, reason)
+            return
+        agent = self.registry.get(live.record.assigned_to or "")
+        if agent is not None:  # its outcome comes under a lease no longer current: ignored
+            agent.handle.cancel.remote(str(live.id))
+        error = {"category": "transient", "type": "AttemptTimedOut", "reason": reason}
+        self._retry_or_fail(live, error, live.record.assigned_to)
+        await self._flush_changes()
 
     async def _recheck_other_shards_dependencies(self) -> None:
         """Release (or fail) dependents from what PostgreSQL holds of other shards' tasks:

@@ -50,6 +50,7 @@ class TaskCreate(_Body):
     priority: int = Field(default=5, ge=0, le=9)
     dependencies: list[UUID] = Field(default_factory=list, max_length=10_000)
     deadline: UtcDatetime | None = None
+    attempt_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
     max_attempts: int = Field(default=3, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     project_id: UUID | None = None

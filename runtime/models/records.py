@@ -110,6 +110,10 @@ class Task(Record):
     priority: int = Field(default=5, ge=0, le=9)
     dependencies: list[UUID] = Field(default_factory=list)
     deadline: UtcDatetime | None = None
+    """The end of the whole task: past it, it ends `timed_out` whatever attempts are left."""
+    attempt_timeout_s: float | None = Field(default=None, gt=0)
+    """How long one attempt may run: past it the attempt fails and the task is retried
+    while it has attempts left (the last ends `timed_out`)."""
     max_attempts: int = Field(default=3, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     status: TaskStatus = TaskStatus.PENDING

@@ -53,6 +53,7 @@ COLUMNS: tuple[str, ...] = (
     "priority",
     "dependencies",
     "deadline",
+    "attempt_timeout_s",
     "max_attempts",
     "idempotency_key",
     "status",

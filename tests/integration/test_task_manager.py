@@ -459,3 +459,19 @@ async def test_a_pool_shrinking_hands_its_agents_tasks_back_without_an_attempt(
 async def _running(client: TaskClient, task_id: str) -> dict | None:
     current = await client.get(task_id)
     return current if current["status"] == "running" else None
+
+
+async def test_an_attempt_past_its_timeout_is_retried_and_the_last_ends_timed_out(
+    system,
+) -> None:
+    client, _ = await system(agents=1)
+    task = await client.submit(title="hangs", required_capabilities=["echo"],
+                               parameters={"sleep_s": 30}, attempt_timeout_s=0.5,
+                               max_attempts=2)  # fmt: skip
+
+    done = await client.wait(task["id"], timeout_s=30)
+
+    assert (done["status"], done["attempt"]) == ("timed_out", 2)
+    assert [e["type"] for e in done["attempt_errors"]] == ["AttemptTimedOut"]
+    quick = await client.submit(title="next", required_capabilities=["echo"])
+    assert (await client.wait(quick["id"], timeout_s=10))["status"] == "completed"
