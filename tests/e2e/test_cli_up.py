@@ -159,3 +159,80 @@ def _owner_pid(database_url: str) -> int | None:
             await conn.close()
 
     return asyncio.run(read())
+
+
+def test_down_then_up_under_load_finishes_every_task_once(
+    services, ray_session, tmp_path: Path
+) -> None:
+    """A deploy loses nothing: `rayvisor down` while tasks run hands them back (no
+    attempt spent, none cancelled), and the next `up` on the same home finishes them."""
+    config = tmp_path / "rayvisor.yaml"
+    pool = "{id: echo, agent: 'actors.builtin.echo:EchoAgent', size: 4}"
+    config.write_text(f"tree:\n  pools:\n    - {pool}\n")
+    port = free_port()
+    env = _env(services, port, RAYVISOR_CONFIG=str(config))
+    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 0.5}}
+    up, key = _start_up(env)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            auth = {"Authorization": f"Bearer {key}"}
+            ids = []
+            for _ in range(60):
+                created = http.post("/api/v1/tasks", json=body, headers=auth)
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["id"])
+            wait_until(
+                lambda: _count(services.database_url, ids, "status = 'running'") >= 3,
+                timeout_s=60,
+            )
+        assert _rayvisor(env, "down").returncode == 0
+        assert up.wait(timeout=120) == 0
+        assert _count(services.database_url, ids, "status = 'completed'") < len(ids)
+
+        up, _ = _start_up(env)
+        wait_until(
+            lambda: _count(services.database_url, ids, "status = 'completed'") == len(ids),
+            timeout_s=180,
+            interval_s=0.5,
+        )
+        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 60
+        completed_events = _count_results(services.database_url, ids)
+        assert completed_events == {"completed": 60}
+        assert _rayvisor(env, "down").returncode == 0
+        assert up.wait(timeout=120) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+
+
+def _count(database_url: str, ids: list[str], where: str) -> int:
+    async def read() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(
+                f"SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[]) AND {where}",
+                [uuid.UUID(i) for i in ids],
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def _count_results(database_url: str, ids: list[str]) -> dict[str, int]:
+    """Result events in the outbox by status: one per task, or a task ended twice."""
+
+    async def read() -> dict[str, int]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT payload->>'status' AS status, count(*) AS n FROM outbox"
+                " WHERE subject = ANY($1::text[]) GROUP BY 1",
+                [f"tasks.{i}.result" for i in ids],
+            )
+            return {r["status"]: r["n"] for r in rows}
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
