@@ -189,10 +189,23 @@ async def test_rolled_back_update_leaves_neither_row_nor_event(pool: asyncpg.Poo
 
 async def test_insert_many_is_all_or_nothing(pool: asyncpg.Pool) -> None:
     good = Task(title="good")
-    clash = Task(title="same id as good", id=good.id)
-    with pytest.raises(asyncpg.UniqueViolationError):
-        await tasks.insert_many(pool, [good, clash])
+    orphan = Task(title="unknown parent", parent_id=uuid.uuid4())
+    with pytest.raises(LogicalError, match="parent_id"):
+        await tasks.insert_many(pool, [good, orphan])
     assert await tasks.get(pool, good.id) is None
+
+
+async def test_a_task_id_submitted_again_returns_the_stored_task(pool: asyncpg.Pool) -> None:
+    """A submit retried after its answer was lost: the stored task, not a second one."""
+    ((first, created),) = await tasks.insert_many(pool, [Task(title="first")])
+    assert created
+    again = Task(title="sent again", id=first.id)
+    fresh = Task(title="fresh")
+    answers = await tasks.insert_many(pool, [again, fresh])
+    assert [(t.id, t.title, new) for t, new in answers] == [
+        (first.id, "first", False),
+        (fresh.id, "fresh", True),
+    ]
 
 
 async def test_an_unknown_parent_or_project_is_refused_naming_the_field(pool) -> None:
