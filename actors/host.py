@@ -13,20 +13,26 @@ Its life, as the supervisor drives it:
    runs `Agent.on_start` and takes work; only then connects NATS (if `rv_warm` did not)
    and starts the heartbeat on `agents.{id}.heartbeat`, so a restart answers sooner.
 4. `run(task)`, or `run_many(tasks)` for a batch in one streaming call: one task at a time
-   (`idle -> busy`, and `idle` again once no task came for a short linger);
-   `cancel(task_id)` answers on the control group even while the handler runs.
-5. `rv_stop()`: `Agent.on_stop`, `-> stopping -> stopped`, connections closed.
+   (`idle -> busy`, and `idle` again once no task came for a short linger), each start
+   reported (`{"status": "started"}`) before its outcome; `cancel(task_id)` answers on the
+   control group even while the handler runs; `adopt(leases)` tells a restarted task
+   manager what this agent holds of its leases, then streams their outcomes.
+5. `rv_stop()`: hands back what it holds (`interrupted`), `Agent.on_stop`,
+   `-> stopping -> stopped`, connections closed.
 
 Guarantees:
 - Every state change is checked against `runtime.policies.AGENT_TRANSITIONS` here before it
   is written, and written with its `AgentStatusChanged` event in one transaction.
 - `run` never raises for a failure of the agent's work: it returns
   `{"status": "completed", "result": ...}`, `{"status": "failed", "error": {...}}` (the
-  `TaskError.to_dict()` shape) or `{"status": "cancelled"}`. A result that is not plain JSON
-  is a logical failure.
-- A fatal failure (a `FatalError`, or any exception `classify` calls fatal) marks the agent
-  `error` and reports it to the supervisor (`exit_child("fatal")`), which restarts it; a
-  logical or transient failure leaves the agent idle and serving.
+  `TaskError.to_dict()` shape), `{"status": "cancelled"}` (only when a cancel asked) or
+  `{"status": "interrupted"}` (not run, or stopped by this host: no attempt spent). A
+  result that is not plain JSON is a logical failure.
+- A task belongs to the host, not to the call that brought it (`actors.work.Ledger`): it
+  runs to its end if the caller dies, and its outcome is kept for `adopt`.
+- A failure fails that attempt only and the agent keeps serving; `FATAL_IN_A_ROW` fatal
+  failures in a row mean the agent itself is broken: it is marked `error` and reports it
+  to the supervisor (`exit_child("fatal")`), which restarts it.
 """
 
 from __future__ import annotations
