@@ -1,8 +1,9 @@
 """`Supervisor`: the Ray actor that starts, watches and restarts its children.
 
 Guarantees, as in OTP's supervisor:
-- Children start in spec order and stop in reverse order; a graceful stop waits the
-  child's `shutdown_s`, then kills it.
+- Children start in spec order (a `simple_one_for_one` pool's members, which have no
+  order, together) and stop in reverse order; a graceful stop waits the child's
+  `shutdown_s`, then kills it.
 - A child's death is seen within milliseconds (its pending `rv_monitor` call fails), a
   hang within `(misses + 1) * interval_s` (pings that fail, time out or see the child's
   loop stalled for more than one interval), and a fatal error when the child reports it.
@@ -19,7 +20,9 @@ Guarantees, as in OTP's supervisor:
 - Invariant: every permanent child of a supervisor that is not stopping is `running`
   (or, with a circuit breaker, `circuit_open`) within its backoff delay + its start
   (at most `start_timeout_s`, plus up to `_NAME_RETRY_S` for a dead predecessor's name)
-  of its failure; a failed start only repeats that, on a longer backoff.
+  of its failure; a failed start only repeats that, on a longer backoff. Past the
+  intensity the supervisor may escalate instead: then its parent restarts it, and it
+  starts the child again.
 - A child whose circuit is open is neither restarted nor given work until its timeout
   passes; then one probe start, and one healthy heartbeat closes the circuit again.
 - An agent child that exits abnormally or whose circuit opens is reported to every task
