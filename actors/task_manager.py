@@ -68,6 +68,7 @@ S = TaskStatus
 _ACTIVE = (S.PENDING, S.QUEUED, S.ASSIGNED, S.RUNNING)
 MAX_FREE_RETURNS = 3  # leases a task may hand back unstarted before one counts
 DEPENDENCY_RECHECK_S = 1.0
+ORPHAN_SWEEPS_S = (2.0, 8.0, 20.0)  # after a start: what a dead predecessor wrote late
 _AGENT_DIED = "AgentDied"
 
 
@@ -174,6 +175,7 @@ class TaskManager(Supervised):
         self._spawn(self._dispatch_loop())
         self._spawn(self._timer_loop())
         self._spawn(self._discover_agents_periodically())
+        self._spawn(self._sweep_orphans())
         self._up.set()
 
     async def _take_shard(self) -> int:
@@ -198,21 +200,29 @@ class TaskManager(Supervised):
 
     async def _rebuild(self) -> None:
         """Load this shard's unfinished tasks and adopt the leases among them."""
+        self._started_at = _utcnow()
+        await self._load(await self._active_rows())
+
+    async def _active_rows(self) -> list[Any]:
         rows = await self.pool.fetch(
             "SELECT * FROM tasks WHERE status = ANY($1::text[]) ORDER BY created_at, id",
             [s.value for s in _ACTIVE],
         )
+        return [r for r in rows if shard_of(r["id"], self.shards) == self.shard]
+
+    async def _load(self, rows: list[Any]) -> None:
         leased: dict[str, list[_Task]] = {}
+        loaded = []
         for row in rows:
-            if shard_of(row["id"], self.shards) != self.shard:
-                continue
             live = self._adopt(Task.from_row(row))
+            loaded.append(live)
             if live.record.status in (S.ASSIGNED, S.RUNNING):
                 leased.setdefault(live.record.assigned_to or "", []).append(live)
-        pending = [t for t in self.tasks.values() if t.record.status is S.PENDING]
+        pending = [t for t in loaded if t.record.status is S.PENDING]
         await self._resolve_dependencies(pending)
-        with contextlib.suppress(Exception):  # a supervisor that does not answer: later
-            await asyncio.wait_for(self._discover_agents(), 10)
+        if leased:
+            with contextlib.suppress(Exception):  # a supervisor that does not answer: later
+                await asyncio.wait_for(self._discover_agents(), 10)
         for agent_id, lives in leased.items():
             agent = self.registry.get(agent_id)
             if agent is None:  # gone: nothing of its leases will come back
@@ -223,6 +233,17 @@ class TaskManager(Supervised):
                 self.registry.acquire(agent)
             self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in lives], adopt=True))
         await self._flush_changes()
+
+    async def _sweep_orphans(self) -> None:
+        """Adopt what a dead predecessor committed after this incarnation read the queue
+        (a submit or a lease of its still in flight in PostgreSQL when it died)."""
+        for delay_s in ORPHAN_SWEEPS_S:
+            await asyncio.sleep(delay_s)
+            with contextlib.suppress(Exception):
+                rows = await self._active_rows()
+                await self._load([r for r in rows if r["id"] not in self.tasks
+                                  and r["created_at"] <= self._started_at])  # fmt: skip
+                self._wake.set()
 
     def _adopt(self, record: Task) -> _Task:
         live = _Task(record, next(self._seq), db_lease=record.lease)
@@ -246,7 +267,11 @@ class TaskManager(Supervised):
                 raise LogicalError(f"dependencies: unknown task ids {missing}")
             known[record.id] = record.status
         stored = await task_store.insert_many(self.pool, records)
-        new = [self._adopt(task) for task, created in stored if created]
+        # a task stored by a call that died with its task manager is this shard's too (one
+        # leased meanwhile is left to `_sweep_orphans`, which adopts its lease)
+        new = [self._adopt(task) for task, created in stored
+               if created or (task.id not in self.tasks and task.status in (S.PENDING, S.QUEUED)
+                              and shard_of(task.id, self.shards) == self.shard)]  # fmt: skip
         waiting = [t for t in new if t.record.status is S.PENDING]
         if waiting:  # a task queued (or failed) by its dependencies is durable before we answer
             await self._resolve_dependencies(waiting)

@@ -59,6 +59,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # bench/ itself: bench/http.py would shadow the standard library's http
@@ -331,34 +332,87 @@ def fault_summary(run: Run, schedule: dict[str, float], bound_s: float) -> dict[
 # ---- load --------------------------------------------------------------------------------
 
 
-async def post_task(client: Any, key: KeyState, run: Run, timeout_s: float) -> int | None:
-    """One attempt; records its outcome, returns the status (None: no answer)."""
-    import httpx
+class RawHttp:
+    """A lean HTTP/1.1 keep-alive client for the load (POSTs with a JSON body): httpx costs
+    this process most of a core at a few dozen requests/s, CPU the system under test
+    then lacks on 2 cores. Connections are reused; the caller bounds how many at once."""
 
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.headers = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(
+        self, path: str, body: Any, headers: dict[str, str], timeout_s: float
+    ) -> tuple[int, bytes]:
+        return await asyncio.wait_for(self._post(path, body, headers), timeout_s)
+
+    async def _post(self, path: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes]:
+        data = json.dumps(body).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.headers}{extra}"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        reader, writer = (
+            self._idle.pop() if self._idle else await asyncio.open_connection(self.host, self.port)
+        )
+        try:
+            writer.write(head.encode() + data)
+            status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionError("connection closed")
+            status = int(status_line.split()[1])
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    close = True
+                elif name == "transfer-encoding":
+                    raise ConnectionError(f"unexpected transfer-encoding {value.strip()}")
+            payload = await reader.readexactly(length) if length else b""
+        except BaseException:
+            writer.close()
+            raise
+        if close:
+            writer.close()
+        else:
+            self._idle.append((reader, writer))
+        return status, payload
+
+    async def aclose(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+
+async def post_task(client: RawHttp, key: KeyState, run: Run, timeout_s: float) -> int | None:
+    """One attempt; records its outcome, returns the status (None: no answer)."""
     key.attempts += 1
     body = {"title": "chaos", "required_capabilities": ["echo"], "parameters": key.parameters}
     try:
-        response = await client.post(
-            "/api/v1/tasks",
-            json=body,
-            headers={"Idempotency-Key": key.key},
-            timeout=timeout_s,
+        status, payload = await client.post(
+            "/api/v1/tasks", body, {"Idempotency-Key": key.key}, timeout_s
         )
-    except httpx.HTTPError as exc:
+    except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
         key.outcomes[type(exc).__name__] += 1
         return None
-    key.outcomes[str(response.status_code)] += 1
-    if response.status_code in (200, 201):
-        key.ids.append(response.json()["id"])
+    key.outcomes[str(status)] += 1
+    if status in (200, 201):
+        key.ids.append(json.loads(payload)["id"])
         if key.accepted_s is None:
             key.accepted_s = run.elapsed()
-    elif response.status_code not in RETRY_STATUSES:
-        key.rejected = f"{response.status_code} {response.text[:200]}"
-    return response.status_code
+    elif status not in RETRY_STATUSES:
+        key.rejected = f"{status} {payload[:200].decode(errors='replace')}"
+    return status
 
 
 async def submit(
-    client: Any,
+    client: RawHttp,
     slots: asyncio.Semaphore,
     key: KeyState,
     run: Run,
@@ -393,7 +447,7 @@ async def submit(
 
 
 async def load(
-    client: Any, run: Run, args: argparse.Namespace, pending: set[asyncio.Task[None]]
+    client: RawHttp, run: Run, args: argparse.Namespace, pending: set[asyncio.Task[None]]
 ) -> None:
     """Open loop: key i is first POSTed at i / rate seconds, whatever came of the others."""
     prefix = uuid.uuid4().hex[:8]
@@ -840,13 +894,8 @@ async def chaos(
         "pool_supervisor": args.pool_supervisor_every,
     }
     auth = {"Authorization": f"Bearer {api_key}"}
-    limits = httpx.Limits(
-        max_connections=args.connections, max_keepalive_connections=args.connections
-    )
+    load_client = RawHttp(url, auth)
     clients = {
-        "load": httpx.AsyncClient(
-            base_url=url, headers=auth, limits=limits, timeout=httpx.Timeout(30, pool=5)
-        ),
         "probe": httpx.AsyncClient(base_url=url, headers=auth, timeout=30),
         "meta": httpx.AsyncClient(base_url=url, headers=auth, timeout=10),
     }
@@ -866,7 +915,7 @@ async def chaos(
         progress = asyncio.create_task(show_progress(console, run, pending))
         try:
             await asyncio.gather(
-                load(clients["load"], run, args, pending),
+                load(load_client, run, args, pending),
                 inject(clients, watcher, run, schedule, args, trackers),
             )
             load_s = max(k.first_s for k in run.keys) if run.keys else 0.0
@@ -888,6 +937,7 @@ async def chaos(
         events = await read_results(nats_url, stream)
         console.log(f"read {len(rows)} tasks and {len(events)} result events")
     finally:
+        await load_client.aclose()
         for client in clients.values():
             await client.aclose()
 
