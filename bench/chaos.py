@@ -587,7 +587,7 @@ async def until(condition: Callable[[], Awaitable[bool]], bound_s: float, every_
     return False
 
 
-async def probe_taken(client: Any, run: Run, since: float, bound_s: float) -> float | None:
+async def probe_taken(client: RawHttp, run: Run, since: float, bound_s: float) -> float | None:
     """Milliseconds from `since` until a probe task POSTed after it is answered 201."""
     taken: list[float] = []
     flying: set[asyncio.Task[None]] = set()
@@ -896,7 +896,7 @@ async def chaos(
     auth = {"Authorization": f"Bearer {api_key}"}
     load_client = RawHttp(url, auth)
     clients = {
-        "probe": httpx.AsyncClient(base_url=url, headers=auth, timeout=30),
+        "probe": RawHttp(url, auth),
         "meta": httpx.AsyncClient(base_url=url, headers=auth, timeout=10),
     }
     try:
