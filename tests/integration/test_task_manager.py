@@ -101,11 +101,7 @@ async def test_killed_agent_task_completes_elsewhere_and_late_result_is_refused(
     task = await client.submit(title="slow", required_capabilities=["echo"],
                                parameters={"sleep_s": 3}, max_attempts=3)  # fmt: skip
 
-    async def running() -> dict | None:
-        current = await client.get(task["id"])
-        return current if current["status"] == "running" else None
-
-    first = await wait_for(running, timeout_s=30)
+    first = await wait_for(lambda: _running(client, task["id"]), timeout_s=30)
     victim = first["assigned_to"]
     pid = await _pid_of(system_pool, victim)
     os.kill(pid, signal.SIGKILL)
