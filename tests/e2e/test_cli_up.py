@@ -171,8 +171,9 @@ def test_down_then_up_under_load_finishes_every_task_once(
     config.write_text(f"tree:\n  pools:\n    - {pool}\n")
     port = free_port()
     env = _env(services, port, RAYVISOR_CONFIG=str(config))
-    # 40 tasks of 2 s on 4 agents: 20 s of work, so `down` (seconds) finds most unfinished
-    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 2}}
+    # 40 tasks of 5 s on 4 agents: 50 s of work; `down` stops Serve first (up to ~20 s on
+    # a loaded machine), and must still find tasks running or waiting to hand back
+    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 5}}
     up, key = _start_up(env)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
@@ -193,7 +194,7 @@ def test_down_then_up_under_load_finishes_every_task_once(
         up, _ = _start_up(env)
         wait_until(
             lambda: _count(services.database_url, ids, "status = 'completed'") == len(ids),
-            timeout_s=180,
+            timeout_s=240,
             interval_s=0.5,
         )
         assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 40

@@ -64,7 +64,8 @@ def test_health_needs_no_key(http_system) -> None:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "checks": {"postgres": "ok", "nats": "ok", "tree": "ok"}}
+    checks = {"postgres": "ok", "nats": "ok", "tree": "ok", "tm:0": "ok"}
+    assert ready.json() == {"ready": True, "checks": checks}
 
 
 def test_rate_limit_answers_429_with_retry_after_once_the_burst_is_spent(http_system) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from helpers import wait_for
 
 from runtime.models.events import TaskAssigned
 from runtime.models.records import Task
@@ -138,9 +139,14 @@ async def test_a_batch_whose_connection_dies_is_written_on_a_new_one(pool: async
         await committer.write([state(ids[0], "queued")])
         pid = committer._conn.get_server_pid()  # the connection the committer keeps
         await pool.execute("SELECT pg_terminate_backend($1)", pid)
+        await wait_for(lambda: _backend_gone(pool, pid), timeout_s=10)
         await committer.write([state(ids[1], "queued")])
     finally:
         await committer.close()
     assert committer.retries >= 1
     statuses = await pool.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", ids)
     assert [r["status"] for r in statuses] == ["queued", "queued"]
+
+
+async def _backend_gone(pool: asyncpg.Pool, pid: int) -> bool:
+    return not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
