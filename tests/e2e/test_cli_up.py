@@ -183,8 +183,8 @@ def test_down_then_up_under_load_finishes_every_task_once(
                 created = http.post("/api/v1/tasks", json=body, headers=auth)
                 assert created.status_code == 201, created.text
                 ids.append(created.json()["id"])
-            wait_until(
-                lambda: _count(services.database_url, ids, "status = 'running'") >= 3,
+            wait_until(  # work is under way
+                lambda: _count(services.database_url, ids, "started_at IS NOT NULL") >= 3,
                 timeout_s=60,
             )
         assert _rayvisor(env, "down").returncode == 0
