@@ -613,11 +613,14 @@ class AgentHost(Supervised):
 
     # ---- internals: tasks ----------------------------------------------------------------
 
-    def _refusal(self) -> dict[str, Any] | None:
-        """The outcome of a task this agent cannot start now (handed back, no attempt
-        spent), or None."""
+    def _refusal(self, job: Job) -> dict[str, Any] | None:
+        """The outcome of a job this agent will not start (cancelled, or handed back with
+        no attempt spent), or None."""
+        if job.cancel_requested:
+            return {"status": "cancelled"}
         state = self._lifecycle.state
-        if self._stopping or not self._ready or state not in (AgentState.IDLE, AgentState.BUSY):
+        if (job.interrupted or self._stopping or not self._ready
+                or state not in (AgentState.IDLE, AgentState.BUSY)):  # fmt: skip
             return INTERRUPTED
         return None
 
@@ -639,9 +642,7 @@ class AgentHost(Supervised):
 
     async def _run_job(self, job: Job) -> dict[str, Any]:
         async with self._task_lock:
-            if job.cancel_requested:
-                return {"status": "cancelled"}
-            refusal = INTERRUPTED if job.interrupted else self._refusal()
+            refusal = self._refusal(job)
             if refusal is not None:
                 return refusal
             if self._lifecycle.state is not AgentState.BUSY:

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import heapq
 import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -49,13 +47,14 @@ import ray
 from pydantic import ValidationError
 from ray.exceptions import RayError
 
+from actors.live_task import LiveTask, lease_batches
 from actors.registry import AgentEntry, Registry
 from runtime.config import load_settings
 from runtime.errors import LogicalError, NotFound, StaleAttempt
 from runtime.models.api import TaskCreate
 from runtime.models.events import Event, TaskAssigned, TaskResult
 from runtime.models.records import Task
-from runtime.policies import TASK_TRANSITIONS, TaskStatus, check_task_transition, retry_delay
+from runtime.policies import TASK_TRANSITIONS, TaskStatus, retry_delay
 from runtime.store import tasks as task_store
 from runtime.store.group_commit import Fenced, GroupCommitter
 from runtime.store.pool import create_pool
@@ -84,57 +83,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class _Task:
-    """The live part of a task this shard owns; `row()` is what the database keeps."""
-
-    record: Task
-    seq: int
-    db_lease: int = 0  # the lease PostgreSQL holds, as last written
-    returns: int = 0  # leases handed back unstarted
-    cancel_asked: bool = False
-    waiting_on: set[UUID] = field(default_factory=set)
-    avoid: set[str] = field(default_factory=set)
-
-    @property
-    def id(self) -> UUID:
-        return self.record.id
-
-    @functools.cached_property
-    def required(self) -> frozenset[str]:
-        return frozenset(self.record.required_capabilities)
-
-    def move(self, to: TaskStatus) -> None:
-        check_task_transition(self.record.status, to)
-        self.record.__dict__["status"] = to  # validated above; skip pydantic per change
-
-    def set(self, **fields: Any) -> None:
-        self.record.__dict__.update(fields)
-
-    def row(self) -> tuple[Any, ...]:
-        """The state to write, fenced by the lease PostgreSQL holds (rows are written in
-        the order they are made, so that is the lease of the row before)."""
-        r = self.record
-        expect, self.db_lease = self.db_lease, r.lease
-        return (
-            r.id, expect, r.status.value, r.attempt, r.lease, r.assigned_to, r.result,
-            r.error, r.attempt_errors, r.not_before, r.started_at, r.finished_at,
-        )  # fmt: skip
-
-    def envelope(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "id": str(r.id),
-            "attempt": r.attempt,
-            "lease": r.lease,
-            "title": r.title,
-            "parameters": r.parameters,
-            "project_id": str(r.project_id) if r.project_id else None,
-            "deadline": r.deadline.isoformat() if r.deadline else None,
-            "attempt_timeout_s": r.attempt_timeout_s,
-        }
-
-
 class TaskManager(Supervised):
     """One shard of the task queue; see the module docstring."""
 
@@ -144,7 +92,7 @@ class TaskManager(Supervised):
             raise ValueError(f"shard must be in [0, {shards}), got {shard}")
         self.shard, self.shards = shard, shards
         self.registry = Registry()
-        self.tasks: dict[UUID, _Task] = {}
+        self.tasks: dict[UUID, LiveTask] = {}
         self._queues: dict[frozenset[str], list[tuple[int, int, UUID]]] = {}
         self._delayed: list[tuple[float, UUID]] = []
         self._deadlines: list[tuple[datetime, UUID]] = []
@@ -154,7 +102,8 @@ class TaskManager(Supervised):
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
-        self._changed: list[_Task] = []  # changed since the last flush
+        self._changed: list[LiveTask] = []  # changed since the last flush
+        self._started_at = _utcnow()  # when this incarnation read the queue
         self._up = asyncio.Event()  # calls wait for on_start: a restarted shard is named
         # before it has rebuilt its queue
         self.counters = {"completed": 0, "failed": 0, "retried": 0, "stale_results": 0}
@@ -211,7 +160,7 @@ class TaskManager(Supervised):
         return [r for r in rows if shard_of(r["id"], self.shards) == self.shard]
 
     async def _load(self, rows: list[Any]) -> None:
-        leased: dict[str, list[_Task]] = {}
+        leased: dict[str, list[LiveTask]] = {}
         loaded = []
         for row in rows:
             live = self._adopt(Task.from_row(row))
@@ -245,8 +194,8 @@ class TaskManager(Supervised):
                                   and r["created_at"] <= self._started_at])  # fmt: skip
                 self._wake.set()
 
-    def _adopt(self, record: Task) -> _Task:
-        live = _Task(record, next(self._seq), db_lease=record.lease)
+    def _adopt(self, record: Task) -> LiveTask:
+        live = LiveTask(record, next(self._seq), db_lease=record.lease)
         self.tasks[record.id] = live
         if record.status is S.QUEUED:
             self._enqueue(live)
@@ -324,7 +273,7 @@ class TaskManager(Supervised):
         statuses.update({d: self.tasks[d].record.status for d in wanted if d in self.tasks})
         return statuses
 
-    async def _resolve_dependencies(self, pending: list[_Task]) -> None:
+    async def _resolve_dependencies(self, pending: list[LiveTask]) -> None:
         """Queue the pending tasks whose dependencies all completed; fail those with a
         failed dependency; the rest wait for `_dependency_finished`."""
         statuses = await self._dependency_statuses([t.record for t in pending])
@@ -347,13 +296,13 @@ class TaskManager(Supervised):
 
     # ---- matching and leases ------------------------------------------------------------
 
-    def _enqueue(self, live: _Task) -> None:
+    def _enqueue(self, live: LiveTask) -> None:
         key = (-live.record.priority, live.seq, live.id)
         heapq.heappush(self._queues.setdefault(live.required, []), key)
         self._wake.set()
 
-    def _next_assignment(self) -> tuple[_Task, AgentEntry] | None:
-        best: tuple[tuple[int, int], _Task, AgentEntry] | None = None
+    def _next_assignment(self) -> tuple[LiveTask, AgentEntry] | None:
+        best: tuple[tuple[int, int], LiveTask, AgentEntry] | None = None
         for required, heap in self._queues.items():
             while heap and self._stale(heap[0][2]):
                 heapq.heappop(heap)
@@ -380,7 +329,7 @@ class TaskManager(Supervised):
         while True:
             await self._wake.wait()
             self._wake.clear()
-            leases: list[tuple[_Task, AgentEntry]] = []
+            leases: list[tuple[LiveTask, AgentEntry]] = []
             while self.registry.has_free() and (found := self._next_assignment()) is not None:
                 live, agent = found
                 self.registry.acquire(agent)
@@ -391,7 +340,7 @@ class TaskManager(Supervised):
             if leases:
                 self._spawn(self._start_leases(leases))
 
-    async def _start_leases(self, leases: list[tuple[_Task, AgentEntry]]) -> None:
+    async def _start_leases(self, leases: list[tuple[LiveTask, AgentEntry]]) -> None:
         """Record the leases, then call their agents. The dispatch loop does not wait for
         this: the next round's leases form while these commit, and join the next batch."""
         granted = [(t, a, t.record.lease) for t, a in leases]
@@ -400,17 +349,17 @@ class TaskManager(Supervised):
             for t, a, n in granted
         ]
         await self._commit([t.row() for t, _ in leases], events)
-        current: list[tuple[_Task, AgentEntry]] = []
+        current: list[tuple[LiveTask, AgentEntry]] = []
         for live, agent, lease in granted:
             if live.record.lease == lease and live.record.status is S.ASSIGNED:
                 current.append((live, agent))
             else:  # ended meanwhile (cancelled, deadline)
                 self.registry.release(agent)
-        for agent, batch in _batches(current):
+        for agent, batch in lease_batches(current):
             self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in batch]))
 
     async def _run_batch(
-        self, agent: AgentEntry, batch: list[tuple[_Task, int]], adopt: bool = False
+        self, agent: AgentEntry, batch: list[tuple[LiveTask, int]], adopt: bool = False
     ) -> None:
         """Leases on one agent in one streaming call (`run_many`, or `adopt` for leases of
         an earlier incarnation of this shard): starts and outcomes are settled (and
@@ -445,7 +394,7 @@ class TaskManager(Supervised):
 
     def _on_report(
         self,
-        open_leases: dict[str, tuple[_Task, int]],
+        open_leases: dict[str, tuple[LiveTask, int]],
         task_id: str,
         outcome: dict[str, Any],
         agent: AgentEntry,
@@ -468,7 +417,7 @@ class TaskManager(Supervised):
         with contextlib.suppress(StaleAttempt):
             self._settle_now(live.id, number, outcome, agent.agent_id)
 
-    def _mark_started(self, live: _Task) -> None:
+    def _mark_started(self, live: LiveTask) -> None:
         live.move(S.RUNNING)
         live.set(started_at=_utcnow())
         self._changed.append(live)
@@ -478,7 +427,7 @@ class TaskManager(Supervised):
             heapq.heappush(self._attempt_ends, ends)
 
     @staticmethod
-    def _is_current(live: _Task, lease: int) -> bool:
+    def _is_current(live: LiveTask, lease: int) -> bool:
         return live.record.lease == lease and live.record.status in (S.ASSIGNED, S.RUNNING)
 
     async def report_result(self, task_id: str, lease: int, outcome: dict[str, Any]) -> bool:
@@ -521,7 +470,7 @@ class TaskManager(Supervised):
                          "reason": f"an agent returned {outcome!r:.200}"}  # fmt: skip
             self._retry_or_fail(live, error, agent_id)
 
-    def _lease_lost(self, live: _Task, reason: str) -> None:
+    def _lease_lost(self, live: LiveTask, reason: str) -> None:
         """The agent died holding the lease: a started attempt counts, an unstarted one
         goes back to the queue for free."""
         if live.record.status is S.RUNNING:
@@ -530,7 +479,7 @@ class TaskManager(Supervised):
         else:
             self._hand_back(live, reason, died=True)
 
-    def _hand_back(self, live: _Task, reason: str, *, died: bool = False) -> None:
+    def _hand_back(self, live: LiveTask, reason: str, *, died: bool = False) -> None:
         """Re-queue a lease whose handler never started: no attempt spent. A lease lost
         with its agent (`died`) is free only MAX_FREE_RETURNS times, so a task that kills
         every agent it reaches before its start is reported still ends."""
@@ -546,7 +495,7 @@ class TaskManager(Supervised):
         self._changed.append(live)
 
     def _retry_or_fail(
-        self, live: _Task, error: dict[str, Any], agent_id: str | None = None
+        self, live: LiveTask, error: dict[str, Any], agent_id: str | None = None
     ) -> None:
         record = live.record
         error = {**error, "attempt": record.attempt, "agent_id": agent_id or record.assigned_to}
@@ -573,14 +522,14 @@ class TaskManager(Supervised):
 
     # ---- endings -------------------------------------------------------------------------
 
-    def _complete(self, live: _Task, result: Any) -> None:
+    def _complete(self, live: LiveTask, result: Any) -> None:
         self._finish(live, S.COMPLETED, result=result)
 
-    def _fail(self, live: _Task, error: dict[str, Any]) -> None:
+    def _fail(self, live: LiveTask, error: dict[str, Any]) -> None:
         self._finish(live, S.FAILED, error=error)
 
     def _finish(
-        self, live: _Task, status: TaskStatus, *, result: Any = None, error: dict | None = None
+        self, live: LiveTask, status: TaskStatus, *, result: Any = None, error: dict | None = None
     ) -> None:
         live.move(status)
         live.set(finished_at=_utcnow(), result=result, error=error if status is not S.COMPLETED
@@ -628,7 +577,7 @@ class TaskManager(Supervised):
             if live.record.status.is_terminal:
                 self._forget(live)
 
-    def _terminal_events(self, changed: list[_Task]) -> list[Event]:
+    def _terminal_events(self, changed: list[LiveTask]) -> list[Event]:
         return [
             TaskResult(
                 task_id=t.id,
@@ -642,7 +591,7 @@ class TaskManager(Supervised):
             if t.record.status.is_terminal
         ]
 
-    def _forget(self, live: _Task) -> None:
+    def _forget(self, live: LiveTask) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         self.tasks.pop(live.id, None)
         waiters = self._waiters.pop(live.id, None)
@@ -665,7 +614,7 @@ class TaskManager(Supervised):
         await self._end_early(live, S.CANCELLED, "cancelled on request")
         return self._view(live.record)
 
-    async def _end_early(self, live: _Task, status: TaskStatus, reason: str) -> None:
+    async def _end_early(self, live: LiveTask, status: TaskStatus, reason: str) -> None:
         agent = self.registry.get(live.record.assigned_to or "")
         if live.record.status in (S.ASSIGNED, S.RUNNING) and agent is not None:
             agent.handle.cancel.remote(str(live.id))
@@ -702,7 +651,7 @@ class TaskManager(Supervised):
                 if live is not None and self._is_current(live, lease):
                     await self._attempt_timed_out(live)
 
-    async def _attempt_timed_out(self, live: _Task) -> None:
+    async def _attempt_timed_out(self, live: LiveTask) -> None:
         """An attempt ran past `attempt_timeout_s`: cancel it on its agent, retry the task
         while it has attempts left, end it `timed_out` after the last."""
         reason = f"attempt {live.record.attempt} ran past {live.record.attempt_timeout_s} s"
@@ -822,8 +771,8 @@ class TaskManager(Supervised):
         return [t.model_dump(mode="json") for t in found]
 
     @staticmethod
-    def _view(record: Task | _Task) -> dict[str, Any]:
-        record = record.record if isinstance(record, _Task) else record
+    def _view(record: Task | LiveTask) -> dict[str, Any]:
+        record = record.record if isinstance(record, LiveTask) else record
         return record.model_dump(mode="json")
 
     async def statistics(self) -> dict[str, Any]:
@@ -863,23 +812,6 @@ class TaskManager(Supervised):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-
-def _batches(leases: list[tuple[_Task, AgentEntry]]) -> list[tuple[AgentEntry, list[_Task]]]:
-    """Leases grouped by agent, in order, at most half an agent's capacity per batch: the
-    agent works through one batch while the outcomes of the one before travel back."""
-    by_agent: dict[str, tuple[AgentEntry, list[_Task]]] = {}
-    for live, agent in leases:
-        by_agent.setdefault(agent.agent_id, (agent, []))[1].append(live)
-    batches = []
-    for agent, tasks in by_agent.values():
-        size = max(1, agent.capacity // 2)
-        batches += [(agent, tasks[i : i + size]) for i in range(0, len(tasks), size)]
-    return batches
-
-
-def _failure(category: str, kind: str, reason: str) -> dict[str, Any]:
-    return {"status": "failed", "error": {"category": category, "type": kind, "reason": reason}}
 
 
 def _dependency_error(dep: UUID, status: TaskStatus) -> dict[str, Any]:

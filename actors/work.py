@@ -178,7 +178,3 @@ class Ledger:
     def busy(self) -> bool:
         with self._lock:
             return bool(self._jobs)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._jobs)

@@ -54,7 +54,9 @@ class Gated(Supervised):
         if os.path.exists(self.gate):  # pool member n takes n * delay_s: starts end in turn
             n = self.child_id.rsplit("-", 1)[-1]
             scale = int(n) if n.isdigit() else 1
-            await asyncio.sleep(3600 if self.hang else self.delay_s * scale)
+            if self.hang:
+                await asyncio.Event().wait()  # hung: until its supervisor kills it
+            await asyncio.sleep(self.delay_s * scale)
 
 
 class TaskManagerStandIn(Supervised):

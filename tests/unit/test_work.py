@@ -39,7 +39,7 @@ async def test_an_outcome_is_kept_for_the_lease_it_ended_under() -> None:
 async def test_running_jobs_are_reported_started_and_pending() -> None:
     ledger, loop = Ledger(), asyncio.get_running_loop()
     job, _ = ledger.admit("t1", 1, {}, loop)
-    handler = loop.create_task(asyncio.sleep(10))
+    handler = loop.create_task(asyncio.Event().wait())  # runs until cancelled
     assert ledger.started(job, handler)
     answers, pending = ledger.holding({"t1": 1})
     assert answers == {"t1": STARTED} and pending == [job]
@@ -61,7 +61,7 @@ async def test_a_cancel_that_comes_first_is_remembered() -> None:
     assert ledger.cancel("early") == (False, None)
     job, _ = ledger.admit("early", 1, {}, loop)
     assert job.cancel_requested
-    handler = loop.create_task(asyncio.sleep(10))
+    handler = loop.create_task(asyncio.Event().wait())  # runs until cancelled
     assert not ledger.started(job, handler)  # cancelled before it started
     await asyncio.sleep(0)
     assert handler.cancelled()
@@ -71,7 +71,7 @@ async def test_a_stop_interrupts_every_job() -> None:
     ledger, loop = Ledger(), asyncio.get_running_loop()
     running, _ = ledger.admit("running", 1, {}, loop)
     queued, _ = ledger.admit("queued", 1, {}, loop)
-    handler = loop.create_task(asyncio.sleep(10))
+    handler = loop.create_task(asyncio.Event().wait())  # runs until cancelled
     ledger.started(running, handler)
     assert ledger.interrupt_all() == [handler]
     assert queued.interrupted and running.interrupted

@@ -1,0 +1,81 @@
+"""A task as the shard that owns it holds it: its record, its place in the queue, and what
+it writes (`row`, fenced by the lease PostgreSQL holds) and sends (`envelope`)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from actors.registry import AgentEntry
+from runtime.models.records import Task
+from runtime.policies import TaskStatus, check_task_transition
+
+__all__ = ["LiveTask", "lease_batches"]
+
+
+@dataclass
+class LiveTask:
+    """The live part of a task this shard owns; `row()` is what the database keeps."""
+
+    record: Task
+    seq: int
+    db_lease: int = 0  # the lease PostgreSQL holds, as last written
+    returns: int = 0  # leases handed back unstarted
+    cancel_asked: bool = False
+    waiting_on: set[UUID] = field(default_factory=set)
+    avoid: set[str] = field(default_factory=set)
+
+    @property
+    def id(self) -> UUID:
+        return self.record.id
+
+    @functools.cached_property
+    def required(self) -> frozenset[str]:
+        return frozenset(self.record.required_capabilities)
+
+    def move(self, to: TaskStatus) -> None:
+        check_task_transition(self.record.status, to)
+        self.record.__dict__["status"] = to  # validated above; skip pydantic per change
+
+    def set(self, **fields: Any) -> None:
+        self.record.__dict__.update(fields)
+
+    def row(self) -> tuple[Any, ...]:
+        """The state to write, fenced by the lease PostgreSQL holds (rows are written in
+        the order they are made, so that is the lease of the row before)."""
+        r = self.record
+        expect, self.db_lease = self.db_lease, r.lease
+        return (
+            r.id, expect, r.status.value, r.attempt, r.lease, r.assigned_to, r.result,
+            r.error, r.attempt_errors, r.not_before, r.started_at, r.finished_at,
+        )  # fmt: skip
+
+    def envelope(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": str(r.id),
+            "attempt": r.attempt,
+            "lease": r.lease,
+            "title": r.title,
+            "parameters": r.parameters,
+            "project_id": str(r.project_id) if r.project_id else None,
+            "deadline": r.deadline.isoformat() if r.deadline else None,
+            "attempt_timeout_s": r.attempt_timeout_s,
+        }
+
+
+def lease_batches(
+    leases: list[tuple[LiveTask, AgentEntry]],
+) -> list[tuple[AgentEntry, list[LiveTask]]]:
+    """Leases grouped by agent, in order, at most half an agent's capacity per batch: the
+    agent works through one batch while the outcomes of the one before travel back."""
+    by_agent: dict[str, tuple[AgentEntry, list[LiveTask]]] = {}
+    for live, agent in leases:
+        by_agent.setdefault(agent.agent_id, (agent, []))[1].append(live)
+    batches = []
+    for agent, tasks in by_agent.values():
+        size = max(1, agent.capacity // 2)
+        batches += [(agent, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+    return batches
