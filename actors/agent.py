@@ -172,6 +172,18 @@ class AgentContext:
         await discoveries.add(self._require_pool(), discovery, events=(event,))
         return discovery.id
 
+    async def dependency_results(self) -> list[Any]:
+        """The results of the tasks this one depends on, in the order of its
+        `dependencies` (a project step reads what the steps before it found)."""
+        ids = [_uuid_or_none(d) for d in (self.task or {}).get("dependencies") or []]
+        if not ids:
+            return []
+        rows = await self._require_pool().fetch(
+            "SELECT id, result FROM tasks WHERE id = ANY($1::uuid[])", [i for i in ids if i]
+        )
+        by_id = {row["id"]: row["result"] for row in rows}
+        return [by_id.get(i) for i in ids]
+
     # ---- work ----------------------------------------------------------------------------
 
     async def run_blocking(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -52,7 +52,7 @@ import asyncpg
 import ray
 
 from actors.agent import Agent, AgentContext
-from actors.work import INTERRUPTED, STARTED, Job, Ledger
+from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
 from runtime.config import Settings, load_settings
 from runtime.errors import (
@@ -451,40 +451,12 @@ class AgentHost(Supervised):
 
     async def _report(self, jobs: list[Job], ready: list[Any]) -> AsyncIterator[list[Any]]:
         """Stream the starts and outcomes of `jobs` (after `ready`) until all have ended."""
-        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        waiting: set[str] = set()
-        for job in jobs:
-            if job.outcome.done():
-                ready.append([job.task_id, job.outcome.result()])
-                continue
-            job.listeners.append(queue)
-            waiting.add(job.task_id)
         self._streams += 1
         try:
-            while waiting:
-                if not ready:
-                    item = await queue.get()
-                else:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), REPORT_AFTER_S)
-                    except TimeoutError:
-                        yield ready
-                        ready = []
-                        continue
-                while True:
-                    if item[1] is not STARTED:
-                        waiting.discard(item[0])
-                    ready.append(list(item))
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-            if ready:
-                yield ready
+            async for chunk in stream_reports(jobs, ready, REPORT_AFTER_S):
+                yield chunk
         finally:
             self._streams -= 1
-            for job in jobs:
-                with contextlib.suppress(ValueError):
-                    job.listeners.remove(queue)
 
     @ray.method(concurrency_group=CONTROL_GROUP)
     async def cancel(self, task_id: str) -> bool:
@@ -633,12 +605,7 @@ class AgentHost(Supervised):
                 outcome = INTERRUPTED
                 if not isinstance(exc, asyncio.CancelledError):
                     _log.exception("agent %s: running task %s failed", self.child_id, job.task_id)
-            self._notify(job, self._ledger.finish(job, outcome))
-
-    @staticmethod
-    def _notify(job: Job, report: dict[str, Any]) -> None:
-        for queue in list(job.listeners):
-            queue.put_nowait((job.task_id, report))
+            notify(job, self._ledger.finish(job, outcome))
 
     async def _run_job(self, job: Job) -> dict[str, Any]:
         async with self._task_lock:
@@ -658,7 +625,7 @@ class AgentHost(Supervised):
         ctx.task = job.envelope
         handler = asyncio.get_running_loop().create_task(self.agent.handle(job.envelope, ctx))
         if self._ledger.started(job, handler):
-            self._notify(job, STARTED)
+            notify(job, STARTED)
         try:
             await asyncio.wait({handler})
         finally:

@@ -61,6 +61,8 @@ class LiveTask:
             "title": r.title,
             "parameters": r.parameters,
             "project_id": str(r.project_id) if r.project_id else None,
+            "parent_id": str(r.parent_id) if r.parent_id else None,
+            "dependencies": [str(d) for d in r.dependencies],
             "deadline": r.deadline.isoformat() if r.deadline else None,
             "attempt_timeout_s": r.attempt_timeout_s,
         }

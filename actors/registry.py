@@ -15,7 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AgentEntry", "Registry"]
+__all__ = ["AGGREGATOR_NAME", "AgentEntry", "Registry"]
+
+AGGREGATOR_NAME = "agg:0"
+"""The Aggregator's actor name: it registers as the agent that runs fan-out tasks."""
 
 
 @dataclass

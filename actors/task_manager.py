@@ -48,7 +48,7 @@ from pydantic import ValidationError
 from ray.exceptions import RayError
 
 from actors.live_task import LiveTask, lease_batches
-from actors.registry import AgentEntry, Registry
+from actors.registry import AGGREGATOR_NAME, AgentEntry, Registry
 from runtime.config import load_settings
 from runtime.errors import LogicalError, NotFound, StaleAttempt
 from runtime.models.api import TaskCreate
@@ -246,13 +246,16 @@ class TaskManager(Supervised):
         # TaskCreate checked every field as Task would; Task only adds its defaults, given
         # here: model_construct inspects a default factory's signature on every call
         now = _utcnow()
+        fields = dict(create)
+        if create.fan_out is not None:
+            fields["fan_out"] = create.fan_out.model_dump(mode="json")
         return Task.model_construct(
             id=task_id,
             status=status,
             attempt_errors=[],
             created_at=now,
             updated_at=now,
-            **dict(create),
+            **fields,
         )
 
     def _new_id(self) -> UUID:
@@ -713,6 +716,13 @@ class TaskManager(Supervised):
             await asyncio.sleep(every_s)
 
     async def _discover_agents(self) -> None:
+        if AGGREGATOR_NAME not in self.registry:
+            with contextlib.suppress(ValueError, RayError):
+                aggregator = ray.get_actor(AGGREGATOR_NAME, namespace=self.namespace)
+                info = await aggregator.describe.remote()
+                self.registry.register(
+                    AGGREGATOR_NAME, info["capabilities"], aggregator, info["prefetch"]
+                )
         try:
             agents_sup = ray.get_actor("sup:agents", namespace=self.namespace)
         except ValueError:

@@ -18,13 +18,15 @@ Plain Python, no Ray: unit-tested alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["INTERRUPTED", "STARTED", "Job", "JobState", "Ledger"]
+__all__ = ["INTERRUPTED", "STARTED", "Job", "JobState", "Ledger", "notify", "stream_reports"]
 
 STARTED: dict[str, Any] = {"status": "started"}
 """The marker a host reports when a handler starts: `running` means started."""
@@ -178,3 +180,52 @@ class Ledger:
     def busy(self) -> bool:
         with self._lock:
             return bool(self._jobs)
+
+
+# ---- reporting: what a run_many or adopt call streams back --------------------------------
+
+
+def notify(job: Job, report: dict[str, Any]) -> None:
+    """Pass a job's start (`STARTED`) or outcome to every call streaming it."""
+    for queue in list(job.listeners):
+        queue.put_nowait((job.task_id, report))
+
+
+async def stream_reports(
+    jobs: list[Job], ready: list[Any], report_after_s: float
+) -> AsyncIterator[list[Any]]:
+    """`[task_id, report]` pairs of `jobs` (after those in `ready`) in chunks, until every
+    job has ended: reports that are ready go together, but never wait more than
+    `report_after_s` behind a job still running."""
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    waiting: set[str] = set()
+    for job in jobs:
+        if job.outcome.done():
+            ready.append([job.task_id, job.outcome.result()])
+            continue
+        job.listeners.append(queue)
+        waiting.add(job.task_id)
+    try:
+        while waiting:
+            if not ready:
+                item = await queue.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), report_after_s)
+                except TimeoutError:
+                    yield ready
+                    ready = []
+                    continue
+            while True:
+                if item[1] is not STARTED:
+                    waiting.discard(item[0])
+                ready.append(list(item))
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+        if ready:
+            yield ready
+    finally:
+        for job in jobs:
+            with contextlib.suppress(ValueError):
+                job.listeners.remove(queue)

@@ -14,6 +14,7 @@ with Client("http://127.0.0.1:8000", api_key) as rv:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -115,6 +116,30 @@ class _Endpoints:
     def cancel_task(self, task_id: str) -> Any:
         return self._send(_Call("POST", f"/api/v1/tasks/{task_id}/cancel"))
 
+    def create_project(
+        self,
+        name: str,
+        requirements: list[Any],
+        *,
+        description: str = "",
+        inputs: dict[str, Any] | None = None,
+    ) -> Any:
+        body = {"name": name, "description": description, "requirements": requirements,
+                "inputs": inputs or {}}  # fmt: skip
+        return self._send(_Call("POST", "/api/v1/projects", body=body))
+
+    def get_project(self, project_id: str) -> Any:
+        return self._send(_Call("GET", f"/api/v1/projects/{project_id}"))
+
+    def list_projects(
+        self, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Any:
+        params = _clean({"status": status, "limit": limit, "cursor": cursor})
+        return self._send(_Call("GET", "/api/v1/projects", params=params))
+
+    def cancel_project(self, project_id: str) -> Any:
+        return self._send(_Call("POST", f"/api/v1/projects/{project_id}/cancel"))
+
     def list_agents(self, state: str | None = None, capability: str | None = None) -> Any:
         params = _clean({"state": state, "capability": capability})
         return self._send(_Call("GET", "/api/v1/agents", params=params))
@@ -179,6 +204,11 @@ class Client(_Endpoints):
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 30) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._args = (base_url, api_key, timeout_s)
+
+    def fork(self) -> Client:
+        """A new client of the same API with the same key: one for another thread."""
+        return Client(*self._args)
 
     def _send(self, call: _Call) -> Any:
         response = self.http.request(
@@ -200,6 +230,33 @@ class Client(_Endpoints):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} is still {task['status']}")
             time.sleep(poll_s)
+
+    def watch_task(
+        self, task_id: str, timeout_s: float = 300, poll_s: float = 0.2
+    ) -> Iterator[dict[str, Any]]:
+        """The task as it is every `poll_s`, up to and including the read that finds it
+        ended; TimeoutError if it has not ended within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            task = self.get_task(task_id)
+            yield task
+            if task["status"] in TERMINAL:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} is still {task['status']}")
+            time.sleep(poll_s)
+
+    def task_progress(self, task_id: str) -> Iterator[dict[str, Any]]:
+        """The progress reports of a task's attempts (`attempt`, `agent_id`, `progress`
+        0.0-1.0, `message`) from now on, as they come; progress is live only, so one sent
+        before the stream is open is not seen. Runs until the caller stops."""
+        for event in self.stream(subject=f"tasks.{task_id}.progress"):
+            try:
+                report = json.loads(event.data)
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                yield report
 
     def stream(
         self,

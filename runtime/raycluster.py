@@ -1,12 +1,86 @@
-"""How every rayvisor driver starts or joins Ray: loopback, namespace, worker set-up."""
+"""How every rayvisor driver starts or joins Ray: loopback, namespace, worker set-up, and a
+quiet console (Ray's own messages stay in Ray's log files)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from runtime.config import Settings
 
-__all__ = ["init_ray", "prestart_workers"]
+__all__ = ["init_ray", "prestart_workers", "quiet_driver"]
+
+_log = logging.getLogger("rayvisor.ray")
+
+
+class _WarningsAndAbove(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def quiet_driver() -> None:
+    """Keep Ray's chatter off this driver's console; idempotent.
+
+    1. The raylet's messages. A driver runs Ray's `listen_error_messages` thread whatever
+       `log_to_driver` says: it prints each error the raylet publishes ("A worker died or
+       was killed while executing a task ...", "N PYTHON worker processes have been
+       started ...") to stdout as `(raylet) ...`. Under supervision a dead worker is the
+       normal course of things, and the supervisor reports it itself. The thread prints
+       through `ray._private.worker.print_to_stdstream`, looked up at each call: this wraps
+       it so that messages from the raylet go to the `rayvisor.ray` logger at DEBUG instead
+       (`init_ray` writes it to `rayvisor-driver-<pid>.log` in the session's `logs/`, beside
+       Ray's own record of the deaths in `gcs_server.out`); anything else (worker output,
+       when a driver asks for it with `log_to_driver=True`) is printed as before. A Ray
+       without the hook is left as it is.
+    2. Serve's driver-side INFO lines ("Started Serve in namespace ...", "Application ...
+       is ready at ..."): the `ray.serve` logger of a driver only writes to stderr, so
+       below WARNING it is filtered out (the Serve controller and replicas keep their log
+       files).
+    """
+    serve_logger = logging.getLogger("ray.serve")
+    if not any(isinstance(f, _WarningsAndAbove) for f in serve_logger.filters):
+        serve_logger.addFilter(_WarningsAndAbove())
+
+    from ray._private import worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "rayvisor_quiet", False):
+        return
+
+    def print_to_stdstream(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                _log.debug("(raylet) %s", line)
+            return
+        original(data, ignore_prefix)
+
+    print_to_stdstream.rayvisor_quiet = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_to_stdstream
+
+
+def _keep_raylet_messages() -> None:
+    """Write the `rayvisor.ray` logger (the raylet's messages `quiet_driver` keeps off the
+    console) to `rayvisor-driver-<pid>.log` in this Ray session's `logs/`, and nowhere else.
+    The file is made at the first message."""
+    from ray._private import worker as ray_worker
+
+    try:
+        logs = Path(ray_worker.global_worker.node.get_logs_dir_path())
+    except Exception:  # no node: nothing to write beside
+        return
+    for old in [h for h in _log.handlers if getattr(h, "rayvisor_session", False)]:
+        _log.removeHandler(old)
+        with contextlib.suppress(Exception):
+            old.close()
+    handler = logging.FileHandler(logs / f"rayvisor-driver-{os.getpid()}.log", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.rayvisor_session = True  # type: ignore[attr-defined]
+    _log.addHandler(handler)
+    _log.setLevel(logging.DEBUG)
+    _log.propagate = False
 
 
 def init_ray(
@@ -20,8 +94,17 @@ def init_ray(
     **extra: Any,
 ) -> Any:
     """Start a local Ray on 127.0.0.1 (or join `settings.ray_address`) with the services'
-    URLs in every worker's environment."""
+    URLs in every worker's environment.
+
+    The driver prints none of Ray's chatter: no worker output (`log_to_driver=False`), no
+    raylet messages (`quiet_driver`); both stay in Ray's log files (the session's `logs/`,
+    `/tmp/ray/session_latest/logs` on the head). Of Ray's and Serve's driver-side loggers
+    only warnings and errors are shown (not "Started a local Ray instance"). `extra`
+    overrides `log_to_driver` and `logging_level`.
+    """
     import ray
+
+    quiet_driver()
 
     runtime_env = {
         "env_vars": {
@@ -36,6 +119,7 @@ def init_ray(
         "namespace": namespace or settings.namespace,
         "runtime_env": runtime_env,
         "log_to_driver": False,
+        "logging_level": logging.WARNING,
         **extra,
     }
     if settings.ray_address:
@@ -47,7 +131,9 @@ def init_ray(
             "include_dashboard": dashboard,
             "dashboard_host": "127.0.0.1",
         }
-    return ray.init(**options)
+    context = ray.init(**options)
+    _keep_raylet_messages()
+    return context
 
 
 _raylet_stubs: dict[str, Any] = {}

@@ -16,7 +16,17 @@ from ray import serve
 from runtime.config import Settings
 from serve import problems
 from serve.limits import InputLimits
-from serve.routes import agents, discoveries, events, health, keys, metrics, supervisors, tasks
+from serve.routes import (
+    agents,
+    discoveries,
+    events,
+    health,
+    keys,
+    metrics,
+    projects,
+    supervisors,
+    tasks,
+)
 from serve.system import System
 
 __all__ = ["APP_NAME", "Ingress", "build_app", "deploy", "undeploy"]
@@ -35,7 +45,9 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
     )
     problems.install(app)
     problems.document(app)
-    for module in (tasks, agents, supervisors, discoveries, events, metrics, keys, health):
+    for module in (
+        tasks, projects, agents, supervisors, discoveries, events, metrics, keys, health
+    ):
         app.include_router(module.router)
     app.add_middleware(InputLimits, limit=settings.http.max_body_bytes)
     app.state.system = system

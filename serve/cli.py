@@ -13,14 +13,16 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar
 
 import httpx
 import ray
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -251,12 +253,22 @@ def submit(
     priority: Annotated[int, typer.Option(min=0, max=9)] = 5,
     max_attempts: Annotated[int, typer.Option(min=1, max=100)] = 3,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
-    wait: Annotated[bool, typer.Option(help="Wait until the task has ended.")] = False,
-    timeout: Annotated[float, typer.Option(min=0.1)] = 300.0,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the task has ended, showing its status.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="How long --wait waits (s).")] = 300.0,
+    force: Annotated[
+        bool,
+        typer.Option(help="With --wait: submit even if no agent offers the capabilities."),
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Submit a task; with --wait, show how it ended."""
+    """Submit a task; with --wait, show its status until it ends, then how it ended.
+
+    With --wait a task that no running agent and no pool can take (none offers all its
+    capabilities) is not submitted: exit 1 naming what is missing, unless --force.
+    """
     settings = settings_or_exit()
     body: dict[str, Any] = {
         "title": title,
@@ -266,13 +278,184 @@ def submit(
         "max_attempts": max_attempts,
     }
     with _client(settings, url, api_key) as client:
+        if wait:
+            reason = _call(lambda: _why_no_agent(client, capability))
+            if reason is not None and not force:
+                raise fail(
+                    f"{escape(reason)}: the task was not submitted. Start an agent that offers "
+                    "it, or pass --force to queue it anyway."
+                )
+            if reason is not None:
+                err_console.print(f"[yellow]{escape(reason)}: queued anyway (--force)[/yellow]")
         task = _call(lambda: client.submit_task(body, idempotency_key=idempotency_key))
         if wait:
-            with console.status(f"waiting for {task['id']}"):
-                task = _call(lambda: client.wait_task(task["id"], timeout))
+            task = _call(lambda: _wait_showing_status(client, task, timeout))
+        else:
+            with contextlib.suppress(ApiError, httpx.TransportError):
+                reason = _why_no_agent(client, capability)
+                if reason is not None:
+                    err_console.print(
+                        f"[yellow]{escape(reason)}: the task stays queued until one does[/yellow]"
+                    )
     console.print(_task_table([task], "task"))
     if wait and task["status"] != "completed":
         raise typer.Exit(1)
+
+
+_GONE = frozenset({AgentState.STOPPING, AgentState.STOPPED, AgentState.FAILED})
+
+
+def capability_offers(
+    agents: list[dict[str, Any]], tree: dict[str, Any] | None = None
+) -> dict[str, frozenset[str]]:
+    """What each agent that can take a task offers: {agent id: its capabilities}.
+
+    `agents` as `GET /api/v1/agents` lists them, `tree` as `GET /api/v1/supervisors/tree`
+    shows it. An agent counts if it is not stopping, stopped or failed, or, whatever its
+    last state, if it belongs to a pool of `tree` (the pool restarts it).
+    """
+    pools: set[str] = set()
+    members: set[str] = set()
+    nodes = [tree] if tree else []
+    while nodes:
+        node = nodes.pop()
+        children = node.get("children") or []
+        if node.get("strategy") == "simple_one_for_one":
+            pools.add(node.get("id", ""))
+            members.update(c.get("id", "") for c in children)
+        nodes.extend(children)
+    return {
+        a["id"]: frozenset(a.get("capabilities") or [])
+        for a in agents
+        if a.get("state") not in _GONE or a["id"] in members or a.get("supervisor_id") in pools
+    }
+
+
+def no_agent_reason(required: Iterable[str], offers: Mapping[str, frozenset[str]]) -> str | None:
+    """Why no agent of `offers` can take a task that needs `required` (a task goes to one
+    agent that offers every capability it needs), or None if one can."""
+    needed = frozenset(required)
+    if any(needed <= caps for caps in offers.values()):
+        return None
+    offered = frozenset[str]().union(*offers.values())
+    shown = f"offered: {', '.join(sorted(offered))}" if offered else "none is offered"
+    if not offers:
+        return "no agent is running and no pool has one"
+    missing = needed - offered
+    if missing:
+        noun = "capability" if len(missing) == 1 else "capabilities"
+        names = ", ".join(repr(c) for c in sorted(missing))
+        return f"no running agent or pool offers {noun} {names} ({shown})"
+    names = ", ".join(repr(c) for c in sorted(needed))
+    return f"no single agent offers {names} together ({shown})"
+
+
+def _why_no_agent(client: Client, required: list[str]) -> str | None:
+    """`no_agent_reason` for the system behind `client`: its running agents first, then,
+    if they cannot, the members of its pools (a tree that does not run counts no pool)."""
+    agents = client.list_agents()
+    if no_agent_reason(required, capability_offers(agents)) is None:
+        return None
+    try:
+        tree = client.tree()
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        tree = None
+    return no_agent_reason(required, capability_offers(agents, tree))
+
+
+def status_line(task: Mapping[str, Any], progress: Mapping[str, Any] | None = None) -> str:
+    """One line for where `task` (as the API returns it) is: `queued`, `assigned to agent
+    echo-1, attempt 1 of 3`, `running on agent echo-1 40% (step 2 of 5), attempt 1 of 3`,
+    `completed on agent echo-1`. `progress` is the latest progress report of the task
+    (`attempt`, `progress`, `message`); it is shown while that attempt runs."""
+    status = str(task.get("status", "?"))
+    attempt = int(task.get("attempt") or 0)
+    attempts = f"attempt {attempt} of {task.get('max_attempts', '?')}"
+    agent = task.get("assigned_to") or "?"
+    if status == "pending":
+        return "pending: waiting for its dependencies" if task.get("dependencies") else "pending"
+    if status == "queued":
+        if attempt == 0:
+            return "queued"
+        errors = task.get("attempt_errors") or [{}]
+        reason = str((errors[-1] or {}).get("reason") or "")
+        line = f"queued for attempt {attempt + 1} of {task.get('max_attempts', '?')}"
+        return line + (f" (attempt {attempt}: {_shorten(reason)})" if reason else "")
+    if status == "assigned":
+        return f"assigned to agent {agent}, {attempts}"
+    if status == "running":
+        line = f"running on agent {agent}"
+        done = (progress or {}).get("progress")
+        if progress and progress.get("attempt") == attempt and isinstance(done, int | float):
+            line += f" {done:.0%}"
+            if progress.get("message"):
+                line += f" ({_shorten(str(progress['message']))})"
+        return f"{line}, {attempts}"
+    line = status + (f" on agent {agent}" if task.get("assigned_to") else "")
+    return line + (f" after {attempt} attempts" if attempt > 1 else "")
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class _ProgressFollower:
+    """The latest progress report of a task, read from the API's event stream by a thread
+    of its own (a client of its own too); stops, quietly, when the block ends."""
+
+    def __init__(self, client: Client, task_id: str) -> None:
+        self.latest: dict[str, Any] | None = None
+        self._client = client.fork()
+        self._thread = threading.Thread(
+            target=self._follow, args=(task_id,), name="rayvisor-progress", daemon=True
+        )
+
+    def _follow(self, task_id: str) -> None:
+        with contextlib.suppress(Exception):  # a stream that fails only shows no progress
+            for report in self._client.task_progress(task_id):
+                self.latest = report
+
+    def __enter__(self) -> _ProgressFollower:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+def _wait_showing_status(client: Client, task: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Wait for `task` to end, showing its status: a spinner line on a terminal, a line per
+    change otherwise. Exit 1 past `timeout` (the task goes on), 130 on Ctrl-C."""
+    task_id = task["id"]
+    label = f"task {task_id[:8]}"
+    began = time.monotonic()
+    shown = ""
+    interactive = console.is_interactive  # a terminal that redraws: a spinner line
+    spinner = console.status(f"{label}: {escape(status_line(task))}") if interactive else None
+    try:
+        with _ProgressFollower(client, task_id) as progress, spinner or contextlib.nullcontext():
+            for task in client.watch_task(task_id, timeout):
+                line = status_line(task, progress.latest)
+                if spinner is not None:
+                    elapsed = time.monotonic() - began
+                    spinner.update(f"{label}: {escape(line)} [dim]({elapsed:.0f} s)[/dim]")
+                elif line != shown:
+                    console.print(f"{label}: {line}", markup=False, highlight=False)
+                shown = line
+    except TimeoutError:
+        console.print(_task_table([task], "task"))
+        raise fail(
+            f"{label} is still {task['status']} after {timeout:g} s (--timeout); it goes "
+            f"on: `rayvisor tasks` shows it"
+        ) from None
+    except KeyboardInterrupt:
+        err_console.print(f"stopped waiting; {label} goes on: `rayvisor tasks` shows it")
+        raise typer.Exit(130) from None
+    return task
 
 
 @app.command()

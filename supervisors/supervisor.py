@@ -56,8 +56,10 @@ from ray.util.metrics import Counter, Gauge
 from runtime.config import load_settings
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
+from runtime.models.records import AgentTemplate
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
 from runtime.preload import PRELOAD_ENV
+from runtime.store import agents as agent_store
 from runtime.store import supervision
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, Supervised
@@ -190,6 +192,8 @@ class Supervisor(WarmSpares, Supervised):
         self._writer = asyncio.get_running_loop().create_task(
             write_in_order(self._events, self._record, label=self.spec.id)
         )
+        if self.spec.template is not None and self.spec.template.agent:
+            await self._record_template(self.spec.template)
         self.state = "starting"
         specs = await retry_until(
             self._initial_children, budget_s=_STORE_BUDGET_S, label=f"{self.spec.id}: children"
@@ -209,6 +213,22 @@ class Supervisor(WarmSpares, Supervised):
         self._started.set()
         if self.spec.warm_workers:
             self._spawn(self._keep_warm())
+
+    async def _record_template(self, template: ChildSpec) -> None:
+        """Make the pool's template known (`agent_templates`): a plan is checked against
+        the capabilities the templates offer. Bookkeeping: a failure does not stop the pool."""
+        try:
+            agent_class = _import(template.agent or "")
+            record = AgentTemplate(
+                name=template.template or template.id.replace("-", "_"),
+                class_path=template.agent or "",
+                capabilities=sorted(getattr(agent_class, "capabilities", ())),
+                parameters=dict(template.params),
+                description=(agent_class.__doc__ or "").strip().split("\n")[0][:500],
+            )
+            await agent_store.upsert_template(self._pool, record)
+        except Exception:
+            _log.warning("%s: could not record its template", self.spec.id, exc_info=True)
 
     async def _first_start(self, child: _Child) -> None:
         if self.state in _DOWN:

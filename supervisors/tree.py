@@ -2,7 +2,7 @@
 
 ```
 sup:root                 one_for_one, detached, restarted by Ray (max_restarts=-1)
-  sup:core               one_for_one: the outbox relay (and the task manager shards)
+  sup:core               one_for_one: the task manager shards, the Aggregator, the relay
   sup:agents             one_for_one: one pool supervisor per agent template
     sup:pool:<template>  simple_one_for_one: agent:<template>-1 .. N (+ standby spares)
 ```
@@ -12,9 +12,9 @@ tree again from the same spec, and each pool restores its members from PostgreSQ
 A dead supervisor's subtree dies with it (Ray owner fate-sharing) and is started again
 by its restarted self.
 
-The core (the task manager shards, the relay) is what takes tasks, so it is never parked:
-its children and the root's two children have no circuit breaker; past its intensity
-`sup:core` escalates and the root starts it again. Its intensity is generous (at least
+The core (the task manager shards, the Aggregator, the relay) is what takes tasks, so it
+is never parked: its children and the root's two children have no circuit breaker; past its
+intensity `sup:core` escalates and the root starts it again. Its intensity is generous (at least
 `_CORE_RESTARTS_PER_CHILD` per child per period) and its backoff short (at most
 `_CORE_MAX_BACKOFF_S`), so repeated kills of its children are restarted within seconds
 without escalating the root into a loop.
@@ -42,6 +42,7 @@ from supervisors.spec import (
 from supervisors.supervisor import Supervisor, remote_class
 
 __all__ = [
+    "DEFAULT_TREE",
     "ROOT_NAME",
     "PoolSpec",
     "TreeSpec",
@@ -88,6 +89,7 @@ class TreeSpec(BaseModel):
 
     pools: list[PoolSpec] = Field(default_factory=list)
     relay: bool = True
+    aggregator: bool = True
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
@@ -194,6 +196,15 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
         )
         for shard in range(settings.task_shards)
     ]
+    if tree.aggregator:
+        core_children.append(
+            ChildSpec(
+                id="agg-0",
+                actor="actors.aggregator:Aggregator",
+                name="agg:0",
+                circuit_breaker=False,
+            )
+        )
     if tree.relay:
         core_children.append(
             ChildSpec(id="relay", actor="actors.relay:OutboxRelayActor", circuit_breaker=False)
@@ -219,10 +230,28 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     )
 
 
+DEFAULT_TREE: dict[str, Any] = {
+    "pools": [
+        {"id": "planning", "agent": "actors.builtin.planning:PlanningAgent", "size": 1},
+        {"id": "chunking", "agent": "actors.builtin.chunking:ChunkingAgent", "size": 1},
+        {
+            "id": "log_analysis",
+            "agent": "actors.builtin.log_analysis:LogAnalysisAgent",
+            "size": 2,
+        },
+        {"id": "reduce", "agent": "actors.builtin.reduce:ReduceAgent", "size": 1},
+        {"id": "echo", "agent": "actors.builtin.echo:EchoAgent", "size": 1},
+    ]
+}
+"""The tree without a `tree:` section: one pool of each built-in agent, so a project (or
+`rayvisor analyze`) runs out of the box."""
+
+
 def tree_from_settings(settings: Settings) -> SupervisorSpec:
-    """The tree of rayvisor.yaml's `tree:` section; a ConfigError names any bad field."""
+    """The tree of rayvisor.yaml's `tree:` section (`DEFAULT_TREE` when there is none); a
+    ConfigError names any bad field."""
     try:
-        tree = TreeSpec.model_validate(settings.tree or {})
+        tree = TreeSpec.model_validate(settings.tree if settings.tree is not None else DEFAULT_TREE)
         return build_root_spec(tree, settings)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime, nul_at
 from runtime.models.enums import Scope
+from runtime.models.plans import FAN_OUT_CAPABILITY, FanOut
 
 __all__ = [
     "AgentSpawn",
@@ -22,6 +23,8 @@ __all__ = [
     "DiscoveryCreate",
     "Page",
     "ProjectCreate",
+    "ProjectTask",
+    "ProjectView",
     "TaskCreate",
 ]
 
@@ -55,6 +58,19 @@ class TaskCreate(_Body):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     project_id: UUID | None = None
     parent_id: UUID | None = None
+    fan_out: FanOut | None = None
+    """Split into chunks run in parallel and reduced (the Aggregator runs it)."""
+
+    @model_validator(mode="after")
+    def _fan_out_is_the_aggregators(self) -> TaskCreate:
+        if self.fan_out is not None:
+            if self.required_capabilities not in ([], [FAN_OUT_CAPABILITY]):
+                raise ValueError(
+                    "required_capabilities: a fan_out task is run by the Aggregator; name the"
+                    " capability of its chunks in fan_out.capability instead"
+                )
+            self.required_capabilities = [FAN_OUT_CAPABILITY]
+        return self
 
 
 class ProjectCreate(_Body):
@@ -62,7 +78,46 @@ class ProjectCreate(_Body):
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=100_000)
-    requirements: list[str | dict[str, Any]] = Field(default_factory=list, max_length=1_000)
+    requirements: list[str | dict[str, Any]] = Field(
+        default_factory=list, min_length=1, max_length=1_000
+    )
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    """What the plan works on (e.g. `{"paths": [...], "chunks": 8}`)."""
+
+
+class ProjectTask(BaseModel):
+    """A node of a project's task graph: a step's task, or a chunk of a fan-out step."""
+
+    id: UUID
+    title: str
+    step: str | None = None
+    """The plan's step this task is (None for a chunk or the planning task)."""
+    status: str
+    parent_id: UUID | None = None
+    dependencies: list[UUID] = Field(default_factory=list)
+    required_capabilities: list[str] = Field(default_factory=list)
+    attempt: int = 0
+    assigned_to: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class ProjectView(BaseModel):
+    """`GET /api/v1/projects/{id}`: the project, how far it is, its task graph, results."""
+
+    id: UUID
+    name: str
+    description: str
+    status: str
+    requirements: list[str | dict[str, Any]]
+    inputs: dict[str, Any]
+    progress: float = Field(ge=0.0, le=1.0)
+    """The share of the project's tasks (chunks included) that have ended."""
+    error: str | None = None
+    result: Any = None
+    tasks: list[ProjectTask] = Field(default_factory=list)
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    completed_at: UtcDatetime | None = None
 
 
 class DiscoveryCreate(_Body):

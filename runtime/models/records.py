@@ -77,14 +77,19 @@ class Record(BaseModel):
 
 
 class Project(Record):
-    json_columns = frozenset({"requirements", "result"})
+    """A project: requirements in; a plan (its steps and their task ids), results out."""
+
+    json_columns = frozenset({"requirements", "result", "inputs", "plan"})
 
     id: UUID = Field(default_factory=uuid4)
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     status: ProjectStatus = ProjectStatus.PENDING
     requirements: list[Requirement] = Field(default_factory=list)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    plan: dict[str, Any] | None = None
     result: Any = None
+    error: str | None = None
     created_at: UtcDatetime = Field(default_factory=utcnow)
     updated_at: UtcDatetime = Field(default_factory=utcnow)
     completed_at: UtcDatetime | None = None
@@ -98,7 +103,7 @@ class Task(Record):
     whose handler started (or may have): a lease handed back unstarted does not count.
     """
 
-    json_columns = frozenset({"parameters", "result", "error", "attempt_errors"})
+    json_columns = frozenset({"parameters", "result", "error", "attempt_errors", "fan_out"})
 
     id: UUID = Field(default_factory=uuid4)
     project_id: UUID | None = None
@@ -116,6 +121,8 @@ class Task(Record):
     while it has attempts left (the last ends `timed_out`)."""
     max_attempts: int = Field(default=3, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    fan_out: dict[str, Any] | None = None
+    """A `runtime.models.plans.FanOut`: the Aggregator splits the task into children."""
     status: TaskStatus = TaskStatus.PENDING
     attempt: int = Field(default=0, ge=0)
     lease: int = Field(default=0, ge=0)

@@ -18,7 +18,7 @@ from runtime.models.events import Event
 from runtime.models.records import Project
 from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
-__all__ = ["create", "get", "list_projects", "set_status"]
+__all__ = ["active", "create", "get", "list_projects", "set_status"]
 
 _COLUMNS = (
     "id",
@@ -26,7 +26,10 @@ _COLUMNS = (
     "description",
     "status",
     "requirements",
+    "inputs",
+    "plan",
     "result",
+    "error",
     "created_at",
     "updated_at",
     "completed_at",
@@ -61,17 +64,35 @@ async def list_projects(
     return [Project.from_row(row) for row in rows]
 
 
+async def active(conn: Conn, limit: int = 1000) -> list[Project]:
+    """Projects still to be driven (pending, planning, running), oldest first."""
+    rows = await conn.fetch(
+        "SELECT * FROM projects WHERE status IN ('pending', 'planning', 'running')"
+        " ORDER BY created_at LIMIT $1",
+        limit,
+    )
+    return [Project.from_row(row) for row in rows]
+
+
 async def set_status(
     conn: Conn,
     id: UUID,
     status: ProjectStatus | str,
     result: Any = None,
     events: Sequence[Event] = (),
+    *,
+    only_from: Sequence[ProjectStatus] | None = None,
+    plan: dict[str, Any] | None = None,
+    error: str | None = None,
 ) -> Project | None:
-    """Move a project to `status` (and store `result` when given), with its events.
+    """Move a project to `status` (and store `result`, `plan`, `error` when given), with
+    its events.
 
-    `completed_at` is set when the status is completed, failed or cancelled. Returns None,
-    writing nothing and queueing no event, when there is no such project.
+    `completed_at` is set when the status is completed, failed or cancelled. Given
+    `only_from`, the change is made only from one of those statuses, so of two drivers
+    racing to finish a project one wins and its events alone are queued. Returns None,
+    writing nothing and queueing no event, when there is no such project (or it is in
+    another status).
     """
     status = ProjectStatus(status)
     sql = """
@@ -79,9 +100,12 @@ async def set_status(
            SET status = $2,
                result = COALESCE($3, result),
                updated_at = now(),
-               completed_at = CASE WHEN $4 THEN now() ELSE completed_at END
-         WHERE id = $1
+               completed_at = CASE WHEN $4 THEN now() ELSE completed_at END,
+               plan = COALESCE($6, plan),
+               error = COALESCE($7, error)
+         WHERE id = $1 AND ($5::text[] IS NULL OR status = ANY($5::text[]))
      RETURNING *"""
-    args = (id, status, result, status in _FINISHED)
+    allowed = [ProjectStatus(s).value for s in only_from] if only_from is not None else None
+    args = (id, status, result, status in _FINISHED, allowed, plan, error)
     row = await fetchrow_with_events(conn, sql, args, events)
     return Project.from_row(row) if row else None

@@ -56,6 +56,7 @@ COLUMNS: tuple[str, ...] = (
     "attempt_timeout_s",
     "max_attempts",
     "idempotency_key",
+    "fan_out",
     "status",
     "attempt",
     "lease",

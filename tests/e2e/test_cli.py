@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
+from helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def rayvisor(http_system, *args: str, key: str = "admin") -> subprocess.CompletedProcess[str]:
+def rayvisor(
+    http_system, *args: str, key: str = "admin", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "RAYVISOR_HOME": str(http_system.settings.home),
@@ -21,6 +27,7 @@ def rayvisor(http_system, *args: str, key: str = "admin") -> subprocess.Complete
         "RAYVISOR_HTTP_PORT": str(http_system.settings.http_port),
         "RAYVISOR_API_KEY": http_system.keys[key],
         "COLUMNS": "250",
+        **(env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "serve.cli", *args],
@@ -39,6 +46,88 @@ def test_submit_wait_then_list(http_system) -> None:
     listed = rayvisor(http_system, "tasks", "--status", "completed", "--capability", "echo")
     assert listed.returncode == 0, listed.stderr
     assert title in listed.stdout
+
+
+def test_submit_wait_shows_the_status_then_the_result(http_system) -> None:
+    done = rayvisor(http_system, "submit", "slow", "-c", "echo", "-p", "sleep_s=1.5", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    # not a terminal: a line per change of status, then the table
+    running = [line for line in lines if ": running on agent echo-" in line]
+    assert running and running[0].endswith("attempt 1 of 3"), done.stdout
+    ended = [line for line in lines if ": completed on agent echo-" in line]
+    assert ended and lines.index(ended[0]) > lines.index(running[0]), done.stdout
+    assert '{"sleep_s": 1.5}' in done.stdout
+
+
+def test_submit_wait_on_a_terminal_shows_a_spinner_line(http_system) -> None:
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    done = rayvisor(
+        http_system, "submit", "slow", "-c", "echo", "-p", "sleep_s=1", "--wait", env=terminal
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "running on agent echo-" in done.stdout and "\x1b[" in done.stdout  # redrawn
+    assert "completed" in done.stdout and '{"sleep_s": 1}' in done.stdout
+
+
+def test_submit_wait_for_a_capability_nobody_offers_exits_1_at_once(http_system) -> None:
+    capability = f"nobody-{uuid.uuid4().hex[:6]}"
+    began = time.monotonic()
+    refused = rayvisor(http_system, "submit", "x", "-c", capability, "-c", "echo", "--wait")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert time.monotonic() - began < 60  # at once: no waiting for an agent
+    message = " ".join(refused.stderr.split())
+    assert f"no running agent or pool offers capability '{capability}'" in message
+    assert "offered: " in message and "echo" in message.partition("offered: ")[2]
+    assert "not submitted" in message and "--force" in message
+    listed = rayvisor(http_system, "tasks", "--capability", capability)
+    assert "latest tasks (0)" in listed.stdout, listed.stdout
+
+    # --force queues it anyway: it waits (until --timeout) and says so
+    forced = rayvisor(
+        http_system, "submit", "x", "-c", capability, "--wait", "--force", "--timeout", "1"
+    )
+    assert forced.returncode == 1, forced.stdout + forced.stderr
+    assert "queued anyway (--force)" in " ".join(forced.stderr.split())
+    assert "is still queued after 1 s" in " ".join(forced.stderr.split())
+    with http_system.client() as client:
+        (task,) = client.list_tasks(capability=capability)["items"]
+        assert task["status"] == "queued"
+        client.cancel_task(task["id"])
+
+    # without --wait the task is submitted, with a note that nobody takes it yet
+    queued = rayvisor(http_system, "submit", "later", "-c", capability)
+    assert queued.returncode == 0, queued.stderr
+    assert "stays queued until one does" in " ".join(queued.stderr.split())
+    with http_system.client() as client:
+        for task in client.list_tasks(capability=capability, status="queued")["items"]:
+            client.cancel_task(task["id"])
+
+
+def test_task_progress_reaches_the_client(http_system) -> None:
+    reports: list[dict] = []
+    with http_system.client() as client, client.fork() as follower:
+        task = client.submit_task(
+            {
+                "title": "steps",
+                "required_capabilities": ["echo"],
+                "parameters": {"sleep_s": 1.0, "progress": 3},
+            }
+        )
+
+        def follow() -> None:
+            for report in follower.task_progress(task["id"]):
+                reports.append(report)
+                if report["progress"] >= 1.0:
+                    return
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        assert client.wait_task(task["id"], 60)["status"] == "completed"
+        wait_until(lambda: len(reports) == 3, timeout_s=10, interval_s=0.05)
+    assert [round(r["progress"], 2) for r in reports] == [0.33, 0.67, 1.0]
+    assert all(r["attempt"] == 1 and r["message"].startswith("step ") for r in reports)
+    assert json.dumps(reports)  # plain JSON, as the event stream carries it
 
 
 def test_bad_input_exits_2_naming_the_problem_and_changes_nothing(http_system) -> None:

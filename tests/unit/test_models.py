@@ -383,7 +383,7 @@ def test_error_event_category_is_closed() -> None:
     ("cls", "valid"),
     [
         (TaskCreate, {"title": "t"}),
-        (ProjectCreate, {"name": "p"}),
+        (ProjectCreate, {"name": "p", "requirements": ["investigate the logs"]}),
         (DiscoveryCreate, {"type": "pattern", "content": "c", "confidence": 0.5}),
         (AgentSpawn, {"template": "log_analysis"}),
         (ApiKeyCreate, {"name": "ci"}),

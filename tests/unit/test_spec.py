@@ -22,6 +22,7 @@ from supervisors.spec import (
     SupervisorSpec,
 )
 from supervisors.strategies import restart_targets
+from supervisors.supervisor import _import
 from supervisors.tree import PoolSpec, TreeSpec, build_root_spec, tree_from_settings
 
 
@@ -326,6 +327,7 @@ def test_pool_list_builds_root_core_agents() -> None:
     assert core is not None
     assert [(c.id, c.actor, c.actor_name) for c in core.children] == [
         ("tm-0", "actors.task_manager:TaskManager", "tm:0"),
+        ("agg-0", "actors.aggregator:Aggregator", "agg:0"),
         ("relay", "actors.relay:OutboxRelayActor", "relay"),
     ]
 
@@ -358,8 +360,8 @@ def test_pool_list_builds_root_core_agents() -> None:
     assert writer.template.params == {}
 
 
-def test_tree_without_relay_has_only_the_task_managers_in_core() -> None:
-    root = build_root_spec(TreeSpec(relay=False), load_settings(task_shards=2))
+def test_tree_without_relay_and_aggregator_has_only_the_task_managers_in_core() -> None:
+    root = build_root_spec(TreeSpec(relay=False, aggregator=False), load_settings(task_shards=2))
     core = only_child(root, "core").supervisor
     agents = only_child(root, "agents").supervisor
     assert core is not None
@@ -398,7 +400,7 @@ def test_settings_defaults_flow_into_every_supervisor() -> None:
     assert [s.id for s in supervisors] == ["root", "core", "agents", "pool-a", "pool-b"]
     for spec in supervisors:
         core = spec.id == "core"  # room for repeated kills, a short backoff: see below
-        assert spec.max_restarts == (40 if core else 4), spec.id
+        assert spec.max_restarts == (60 if core else 4), spec.id
         assert spec.period_s == 12.0, spec.id
         assert spec.backoff == BackoffSpec(
             min_s=0.25, max_s=2.0 if core else 3.0, jitter=0.1, reset_after_s=45.0
@@ -481,11 +483,20 @@ def test_pool_id_pattern() -> None:
     assert errors_of(info) == [(("id",), "string_pattern_mismatch")]
 
 
-def test_no_tree_section_is_an_empty_tree() -> None:
+def test_no_tree_section_is_the_built_in_agents_and_an_empty_one_is_none() -> None:
     root = tree_from_settings(load_settings())
     assert [c.id for c in root.children] == ["core", "agents"]
     agents = only_child(root, "agents").supervisor
-    assert agents is not None and agents.children == []
+    assert agents is not None
+    assert [c.id for c in agents.children] == [
+        "pool-planning", "pool-chunking", "pool-log-analysis", "pool-reduce", "pool-echo"
+    ]  # fmt: skip
+    for pool in agents.children:  # every class path of the default tree imports
+        assert pool.supervisor is not None and pool.supervisor.template is not None
+        agent_class = _import(pool.supervisor.template.agent or "")
+        assert agent_class.capabilities, pool.id
+    empty = only_child(tree_from_settings(load_settings(tree={})), "agents").supervisor
+    assert empty is not None and empty.children == []
 
 
 def test_negative_pool_size_names_the_field() -> None:
@@ -538,7 +549,8 @@ def test_start_timeout_and_circuit_breaker_defaults_and_validation() -> None:
 
 
 def test_core_is_never_parked_behind_a_circuit() -> None:
-    """The task managers and the relay (and the root's two children) have no breaker;
+    """The task managers, the Aggregator and the relay (and the root's two children) have
+    no breaker;
     agents keep theirs."""
     settings = load_settings(task_shards=2, tree={"pools": [{"id": "a", "agent": "m:A"}]})
     root = tree_from_settings(settings)
@@ -547,6 +559,7 @@ def test_core_is_never_parked_behind_a_circuit() -> None:
     assert [(c.id, c.circuit_breaker) for c in core.children] == [
         ("tm-0", False),
         ("tm-1", False),
+        ("agg-0", False),
         ("relay", False),
     ]
     assert [c.circuit_breaker for c in root.children] == [False, False]
