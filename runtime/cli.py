@@ -106,11 +106,16 @@ def config(
 
 
 def connect_ray(settings: Settings, address: str | None) -> None:
+    import logging
+
     import ray
 
+    from runtime.raycluster import quiet_driver
+
+    quiet_driver()
     try:
         ray.init(address=address or settings.ray_address or "auto", namespace=settings.namespace,
-                 log_to_driver=False)  # fmt: skip
+                 log_to_driver=False, logging_level=logging.WARNING)  # fmt: skip
     except ConnectionError as exc:
         raise fail(f"no Ray cluster to join ({exc}); start one with `rayvisor up`") from None
 

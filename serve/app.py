@@ -46,7 +46,15 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
     problems.install(app)
     problems.document(app)
     for module in (
-        tasks, projects, agents, supervisors, discoveries, events, metrics, keys, health
+        tasks,
+        projects,
+        agents,
+        supervisors,
+        discoveries,
+        events,
+        metrics,
+        keys,
+        health,
     ):
         app.include_router(module.router)
     app.add_middleware(InputLimits, limit=settings.http.max_body_bytes)

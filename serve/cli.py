@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -23,10 +20,8 @@ import httpx
 import ray
 import typer
 from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 
-from actors.tasks import TaskClient
 from runtime.cli import (
     app,
     connect_ray,
@@ -38,7 +33,7 @@ from runtime.cli import (
     up_services,
 )
 from runtime.client import ApiError, Client
-from runtime.config import Settings, load_settings
+from runtime.config import Settings
 from runtime.errors import ConfigError
 from runtime.models.enums import AgentState, Scope
 from runtime.ownership import AlreadyRunning, Ownership
@@ -606,136 +601,9 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.
     console.print(f"revoked {key}")
 
 
-DEMO_TREE = {
-    "pools": [
-        {"id": "counter", "agent": "actors.builtin.echo:CounterAgent", "size": 2, "standby": 1},
-        {"id": "echo", "agent": "actors.builtin.echo:EchoAgent", "size": 2},
-    ]
-}
-
-
-def _demo_tasks(settings: Settings, agents_sup: Any, count: int) -> None:
-    """Submit tasks to the echo pool, SIGKILL one of its agents midway, see none lost."""
-    client = TaskClient(settings.namespace, settings.task_shards)
-    echo_pool = ray.get(agents_sup.child_handle.remote("pool-echo"))
-    victim = ray.get(echo_pool.which_children.remote())[0]
-
-    async def run() -> list[dict[str, Any]]:
-        echo = {"title": "echo", "required_capabilities": ["echo"], "parameters": {"sleep_s": 0.05}}
-        tally = {"title": "count", "required_capabilities": ["count"]}  # durable agent state
-        submitted = await client.submit_many([echo] * (count - 10) + [tally] * 10)
-        done: list[dict[str, Any]] = []
-        with Progress(console=console) as progress:
-            bar = progress.add_task(f"{count} tasks; one agent is killed midway", total=count)
-            for finished in asyncio.as_completed([client.wait(t["id"], 120) for t in submitted]):
-                done.append(await finished)
-                progress.advance(bar)
-                if len(done) == count // 3:
-                    os.kill(victim["pid"], signal.SIGKILL)
-        return done
-
-    done = asyncio.run(run())
-    table = Table(title=f"tasks after SIGKILL of agent {victim['id']} (pid {victim['pid']})")
-    for column in ("status", "tasks", "ran more than once"):
-        table.add_column(column)
-    statuses = sorted({t["status"] for t in done})
-    for status in statuses:
-        ended = [t for t in done if t["status"] == status]
-        table.add_row(status, str(len(ended)), str(sum(1 for t in ended if t["attempt"] > 1)))
-    console.print(table)
-
-
-def _wait_replacement(root_pool: Any, child_id: str, old_pid: int) -> tuple[Any, float]:
-    began = time.perf_counter()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        handle = ray.get(root_pool.child_handle.remote(child_id))
-        if handle is not None:
-            try:
-                info = ray.get(handle.describe.remote(), timeout=5)
-                if info["pid"] != old_pid and info["ready"]:
-                    return info, (time.perf_counter() - began) * 1000
-            except ray.exceptions.RayError:
-                pass
-        time.sleep(0.005)
-    raise fail(f"{child_id} did not come back within 60 s")
-
-
-def _demo_http(url: str, key: str) -> None:
-    """The same system over its HTTP API: a task, an idempotent retry, a refusal, figures."""
-    table = Table(title=f"over HTTP ({url}, OpenAPI at {url}/docs)")
-    for column in ("request", "answer"):
-        table.add_column(column, overflow="fold")
-    with Client(url, key) as client:
-        body = {"title": "over http", "required_capabilities": ["echo"], "parameters": {"n": 1}}
-        key = f"demo-{uuid.uuid4()}"
-        task = client.submit_task(body, idempotency_key=key)
-        again = client.submit_task(body, idempotency_key=key)
-        done = client.wait_task(task["id"], timeout_s=60)
-        table.add_row(
-            "POST /api/v1/tasks",
-            f"{done['status']} on {done['assigned_to']}: {json.dumps(done['result'])}",
-        )
-        table.add_row(
-            "the same Idempotency-Key again", f"the same task: {again['id'] == task['id']}"
-        )
-        try:
-            client.submit_task({"title": "", "priority": 12})
-        except ApiError as refused:
-            table.add_row("a bad body", str(refused))
-        metrics = client.system_metrics()
-        table.add_row(
-            "GET /api/v1/metrics/system",
-            f"agents {metrics['agents']['by_state']}, "
-            f"restarts {metrics['restarts']}, tasks completed "
-            f"{metrics['tasks']['completed']}",
-        )
-    console.print(table)
-
-
-@app.command()
-def demo(
-    tasks: Annotated[int, typer.Option(min=20, max=10_000, help="Tasks to run.")] = 60,
-) -> None:
-    """Start everything, run tasks on supervised agents, kill them, watch them come back."""
-    settings = load_settings(tree=DEMO_TREE, namespace="rayvisor-demo")
-    ownership = _ownership(settings)
-    try:
-        _run_demo(settings, ownership, tasks)
-    finally:
-        ownership.release()
-    console.print(
-        "Services keep running (data under "
-        f"{settings.home}); stop them with `rayvisor services down`."
-    )
-
-
-def _run_demo(settings: Settings, ownership: Ownership, tasks: int) -> None:
-    root, _ = _start_system(settings, ownership, dashboard=False)
-    try:
-        console.print(render_tree(ray.get(root.snapshot.remote())))
-        agents_sup = ray.get(root.child_handle.remote("agents"))
-        _demo_tasks(settings, agents_sup, tasks)
-        pool = ray.get(agents_sup.child_handle.remote("pool-counter"))
-        members = [c["id"] for c in ray.get(pool.which_children.remote())]
-        table = Table(title="SIGKILL an agent: the supervisor restarts it with its saved state")
-        for column in ("agent", "how", "back after (ms)", "saved state"):
-            table.add_column(column)
-        for member in members:
-            handle = ray.get(pool.child_handle.remote(member))
-            pid = ray.get(handle.describe.remote())["pid"]
-            spares = ray.get(pool.snapshot.remote())["standby"]
-            os.kill(pid, signal.SIGKILL)
-            info, elapsed = _wait_replacement(pool, member, pid)
-            how = "standby promoted" if spares else "new process"
-            table.add_row(member, how, f"{elapsed:.0f}", str(info["saved_state"]))
-        console.print(table)
-        console.print(render_tree(ray.get(root.snapshot.remote())))
-        _demo_http(*_serve(settings))
-    finally:
-        _stop_everything(settings)
-        ray.shutdown()
-
+# The project commands (`analyze`, `demo`) register on `app` when imported; they import
+# this module's helpers, so they come last.
+from serve import cli_projects  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()

@@ -27,6 +27,7 @@ from rich.table import Table
 from runtime.cli import app, console, err_console, fail, render_tree
 from runtime.client import ApiError, Client
 from runtime.config import Settings, load_settings
+from runtime.ownership import Ownership
 from serve.cli import (
     KeyOption,
     UrlOption,
@@ -49,8 +50,7 @@ DEMO_TREE = {
     "pools": [
         {"id": "planning", "agent": "actors.builtin.planning:PlanningAgent", "size": 1},
         {"id": "chunking", "agent": "actors.builtin.chunking:ChunkingAgent", "size": 1},
-        {"id": "log_analysis", "agent": "actors.builtin.log_analysis:LogAnalysisAgent",
-         "size": 2},  # fmt: skip
+        {"id": "log_analysis", "agent": "actors.builtin.log_analysis:LogAnalysisAgent", "size": 2},
         {"id": "reduce", "agent": "actors.builtin.reduce:ReduceAgent", "size": 1},
     ]
 }
@@ -145,13 +145,13 @@ def findings_tables(report: dict[str, Any]) -> list[Table]:
     for row in attempts.get("top") or []:
         breakin.add_row(str(row.get("address")), f"{row.get('count', 0):,}")
     tables.append(breakin)
-    components = report.get("error_components") or []
+    components = report.get("error_components") or {}
     if components:
         errors = Table(title="errors by component")
         for column in ("component", "errors"):
             errors.add_column(column)
-        for row in components:
-            errors.add_row(str(row.get("component")), f"{row.get('count', 0):,}")
+        for component, count in list(components.items())[:10]:
+            errors.add_row(str(component), f"{count:,}")
         tables.append(errors)
     return tables
 
@@ -243,7 +243,7 @@ def demo(
     settings = load_settings(tree=DEMO_TREE, namespace="rayvisor-demo")
     ownership = _ownership(settings)
     try:
-        _run_demo(settings, chunks)
+        _run_demo(settings, ownership, chunks)
     finally:
         ownership.release()
     console.print(
@@ -256,8 +256,8 @@ def _sample() -> Path:
     return Path(str(resources.files("actors.builtin") / "data" / "loghub" / "OpenSSH_2k.log"))
 
 
-def _run_demo(settings: Settings, chunks: int) -> None:
-    root, _ = _start_system(settings, _ownership(settings), dashboard=False)
+def _run_demo(settings: Settings, ownership: Ownership, chunks: int) -> None:
+    root, _ = _start_system(settings, ownership, dashboard=False)
     try:
         url, key = _serve(settings)
         began = datetime.now(UTC)
@@ -268,8 +268,12 @@ def _run_demo(settings: Settings, chunks: int) -> None:
                 "Investigate SSH incident",
                 [INVESTIGATION],
                 description="loghub OpenSSH_2k.log (https://github.com/logpai/loghub)",
-                inputs={"paths": [str(_sample())], "chunks": chunks, "pace_s": 1.0,
-                        "extra_agents": 1},  # fmt: skip
+                inputs={
+                    "paths": [str(_sample())],
+                    "chunks": chunks,
+                    "pace_s": 1.0,
+                    "extra_agents": 1,
+                },
             )
             console.print(f"project {project['id']}: Investigate SSH incident ({url})")
             view = follow_project(client, project["id"], 300, on_view=killer)

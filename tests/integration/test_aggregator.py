@@ -32,7 +32,8 @@ async def system(tree, system_pool: asyncpg.Pool):
         "UPDATE tasks SET status = 'cancelled' WHERE status = ANY($1::text[])", ACTIVE
     )
     await system_pool.execute(
-        "UPDATE projects SET status = 'cancelled' WHERE status IN ('pending', 'planning', 'running')"
+        "UPDATE projects SET status = 'cancelled'"
+        " WHERE status IN ('pending', 'planning', 'running')"
     )
 
     def pool(name: str, agent: str, size: int) -> dict[str, Any]:
