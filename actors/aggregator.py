@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from ray.exceptions import RayError
 
 from actors.projects import ProjectDriver
-from actors.registry import AGGREGATOR_NAME
+from actors.registry import AGGREGATOR_AGENT_ID
 from actors.task_manager import task_manager_name
 from actors.tasks import ActorUnreachable, TaskClient
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
@@ -85,7 +85,7 @@ class Aggregator(Supervised):
 
     async def describe(self) -> dict[str, Any]:
         return {
-            "agent_id": AGGREGATOR_NAME,
+            "agent_id": AGGREGATOR_AGENT_ID,
             "capabilities": [FAN_OUT_CAPABILITY],
             "prefetch": CAPACITY,
             "active_tasks": self._ledger.active(),
@@ -98,7 +98,9 @@ class Aggregator(Supervised):
         for shard in range(self._shards):
             with contextlib.suppress(ValueError, RayError):
                 tm = ray.get_actor(task_manager_name(shard), namespace=self.namespace)
-                await tm.register_agent.remote(AGGREGATOR_NAME, [FAN_OUT_CAPABILITY], me, CAPACITY)
+                await tm.register_agent.remote(
+                    AGGREGATOR_AGENT_ID, [FAN_OUT_CAPABILITY], me, CAPACITY
+                )
 
     # ---- the lease protocol, as an agent host speaks it ----------------------------------
 

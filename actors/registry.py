@@ -15,10 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AGGREGATOR_NAME", "AgentEntry", "Registry"]
+__all__ = ["AGGREGATOR_AGENT_ID", "AGGREGATOR_NAME", "AgentEntry", "Registry"]
 
 AGGREGATOR_NAME = "agg:0"
-"""The Aggregator's actor name: it registers as the agent that runs fan-out tasks."""
+"""The Aggregator's actor name."""
+AGGREGATOR_AGENT_ID = "agg-0"
+"""The agent id the Aggregator registers under to run fan-out tasks (its supervisor's
+child id; an agent id has no colon)."""
 
 
 @dataclass

@@ -48,7 +48,7 @@ from pydantic import ValidationError
 from ray.exceptions import RayError
 
 from actors.live_task import LiveTask, lease_batches
-from actors.registry import AGGREGATOR_NAME, AgentEntry, Registry
+from actors.registry import AGGREGATOR_AGENT_ID, AGGREGATOR_NAME, AgentEntry, Registry
 from runtime.config import load_settings
 from runtime.errors import LogicalError, NotFound, StaleAttempt
 from runtime.models.api import TaskCreate
@@ -716,12 +716,12 @@ class TaskManager(Supervised):
             await asyncio.sleep(every_s)
 
     async def _discover_agents(self) -> None:
-        if AGGREGATOR_NAME not in self.registry:
+        if AGGREGATOR_AGENT_ID not in self.registry:
             with contextlib.suppress(ValueError, RayError):
                 aggregator = ray.get_actor(AGGREGATOR_NAME, namespace=self.namespace)
                 info = await aggregator.describe.remote()
                 self.registry.register(
-                    AGGREGATOR_NAME, info["capabilities"], aggregator, info["prefetch"]
+                    AGGREGATOR_AGENT_ID, info["capabilities"], aggregator, info["prefetch"]
                 )
         try:
             agents_sup = ray.get_actor("sup:agents", namespace=self.namespace)
