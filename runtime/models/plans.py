@@ -50,7 +50,8 @@ class PlanStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=_STEP_NAME)
-    title: str = Field(min_length=1, max_length=500)
+    title: str = Field(default="", max_length=500)
+    """The task's title; the step's name when not given."""
     capability: Capability | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     after: list[str] = Field(default_factory=list, max_length=200)
@@ -62,6 +63,8 @@ class PlanStep(BaseModel):
     def _one_kind(self) -> Self:
         if (self.capability is None) == (self.fan_out is None):
             raise ValueError(f"step {self.name}: give exactly one of capability and fan_out")
+        if not self.title:
+            self.title = self.name
         return self
 
     def capabilities(self) -> set[str]:

@@ -4,6 +4,7 @@ Serve ingress on a free loopback port, with API keys of each scope."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,8 +57,9 @@ def make_keys(database_url: str) -> dict[str, str]:
     return asyncio.run(create())
 
 
-@pytest.fixture(scope="module")
-def http_system(services, ray_session) -> Iterator[HttpSystem]:
+@contextlib.contextmanager
+def running_http_system(services, pools: list[dict]) -> Iterator[HttpSystem]:
+    """The tree with these pools and the Serve ingress, stopped afterwards."""
     from ray import serve
 
     from serve.app import deploy
@@ -71,15 +73,23 @@ def http_system(services, ray_session) -> Iterator[HttpSystem]:
         namespace=namespace,
         http_port=free_port(),
         http={"keep_alive_s": 1.0},
-        tree={"pools": [ECHO_POOL]},
+        tree={"pools": pools},
     )
     start_tree(tree_from_settings(settings), namespace, 120)
-    url = deploy(settings)
-    keys = make_keys(services.database_url)
-    system = HttpSystem(url, settings, keys)
-    with system.client() as client:
-        wait_until(lambda: client.ready()[0], timeout_s=60, interval_s=0.2)
-    yield system
-    serve.shutdown()
-    stop_tree(namespace, timeout_s=60)
-    asyncio.run(delete_stream(services.nats_url, settings.stream_name))
+    try:
+        url = deploy(settings)
+        keys = make_keys(services.database_url)
+        system = HttpSystem(url, settings, keys)
+        with system.client() as client:
+            wait_until(lambda: client.ready()[0], timeout_s=60, interval_s=0.2)
+        yield system
+    finally:
+        serve.shutdown()
+        stop_tree(namespace, timeout_s=60)
+        asyncio.run(delete_stream(services.nats_url, settings.stream_name))
+
+
+@pytest.fixture(scope="module")
+def http_system(services, ray_session) -> Iterator[HttpSystem]:
+    with running_http_system(services, [ECHO_POOL]) as system:
+        yield system
