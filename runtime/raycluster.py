@@ -21,6 +21,16 @@ class _WarningsAndAbove(logging.Filter):
         return record.levelno >= logging.WARNING
 
 
+class _NotTheTokenNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on (it is, as rayvisor wants)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this")
+
+
+_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def quiet_driver() -> None:
     """Keep Ray's chatter off this driver's console; idempotent.
 
@@ -39,10 +49,12 @@ def quiet_driver() -> None:
        is ready at ..."): the `ray.serve` logger of a driver only writes to stderr, so
        below WARNING it is filtered out (the Serve controller and replicas keep their log
        files).
+    3. Ray's notice at `ray.init` that token authentication is enabled for the cluster.
     """
-    serve_logger = logging.getLogger("ray.serve")
-    if not any(isinstance(f, _WarningsAndAbove) for f in serve_logger.filters):
-        serve_logger.addFilter(_WarningsAndAbove())
+    for name, kind in (("ray.serve", _WarningsAndAbove), (_TOKEN_LOGGER, _NotTheTokenNotice)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
     from ray._private import worker as ray_worker
 

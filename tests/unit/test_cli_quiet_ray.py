@@ -50,3 +50,19 @@ def test_serve_driver_info_lines_are_filtered_out(monkeypatch: pytest.MonkeyPatc
     assert not serve_logger.filter(info)
     assert serve_logger.filter(warning)
     assert len(serve_logger.filters) == 1
+
+
+def test_the_token_notice_is_dropped_and_other_warnings_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray._private.authentication import authentication_token_setup as token_setup
+
+    logger = logging.getLogger(token_setup.__name__)
+    monkeypatch.setattr(logger, "filters", list(logger.filters))
+    quiet_driver()
+
+    def record(message: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+
+    assert not logger.filter(record("Token authentication is enabled for this Ray cluster."))
+    assert logger.filter(record("Token authentication is enabled but no token was found."))
