@@ -197,7 +197,12 @@ def analyze(
         )
         if not as_json:
             console.print(f"project {project['id']}")
-        view = follow_project(client, project["id"], timeout)
+        try:
+            view = follow_project(client, project["id"], timeout)
+        except (KeyboardInterrupt, typer.Exit):  # Ctrl-C or the timeout: stop the work too
+            client.cancel_project(project["id"])
+            err_console.print(f"cancelled project {project['id']}")
+            raise
     _print_result(view, as_json)
     if view["status"] != "completed":
         raise typer.Exit(1)
