@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from runtime.bus import Bus
+    from runtime.tools import ToolRunner
 
 __all__ = ["Agent", "AgentContext"]
 
@@ -97,6 +98,7 @@ class AgentContext:
         pool: asyncpg.Pool | None,
         bus: Bus | asyncio.Future[Bus] | None,
         state: dict[str, Any] | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.task: dict[str, Any] | None = None
@@ -104,6 +106,7 @@ class AgentContext:
         self.log = logging.getLogger(f"rayvisor.agent.{agent_id}")
         self._pool = pool
         self._bus = bus
+        self._tools = tools
 
     # ---- durable state -------------------------------------------------------------------
 
@@ -183,6 +186,19 @@ class AgentContext:
         )
         by_id = {row["id"]: row["result"] for row in rows}
         return [by_id.get(i) for i in ids]
+
+    # ---- tools ---------------------------------------------------------------------------
+
+    async def tool(self, name: str, /, **arguments: Any) -> Any:
+        """Call the registered tool `name` with `arguments`; its output.
+
+        The call is validated against the tool's parameters, waits for the tool's rate
+        limit, is refused while its circuit is open (`ToolUnavailable`, a TransientError),
+        and is recorded in `tool_executions` with the current task, whatever its outcome.
+        """
+        if self._tools is None:
+            raise RuntimeError(f"agent {self.agent_id}: no tools (not started)")
+        return await self._tools.call(name, arguments, _uuid_or_none((self.task or {}).get("id")))
 
     # ---- work ----------------------------------------------------------------------------
 

@@ -50,11 +50,12 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import ray
+from pydantic import ValidationError
 
 from actors.agent import Agent, AgentContext
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
-from runtime.config import Settings, load_settings
+from runtime.config import Settings, ToolsSettings, format_validation_error, load_settings
 from runtime.errors import (
     ConfigError,
     Conflict,
@@ -76,6 +77,7 @@ from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
 from runtime.store.pool import create_pool
+from runtime.tools import ToolRegistry, ToolRunner
 from supervisors.child import CONCURRENCY_GROUPS, CONTROL_GROUP, Supervised
 
 __all__ = [
@@ -212,12 +214,17 @@ class AgentHost(Supervised):
     """Runs one `Agent` under a supervisor: state machine, durable state, heartbeat."""
 
     def __init__(
-        self, agent_class: str, params: dict[str, Any] | None = None, template: str | None = None
+        self,
+        agent_class: str,
+        params: dict[str, Any] | None = None,
+        template: str | None = None,
+        tools: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.agent_class = agent_class
         self.params = dict(params or {})
         self.template = template
+        self.tools_config = tools  # None: this worker's own settings
         self.agent: Agent | None = None
         self.ctx: AgentContext | None = None
         self.settings: Settings | None = None
@@ -226,6 +233,7 @@ class AgentHost(Supervised):
         self._bus_task: asyncio.Task[None] | None = None
         self._bus_ready: asyncio.Future[Bus] | None = None
         self._template_id: UUID | None = None
+        self._tools = ToolRegistry()
         self._capabilities: list[str] = []
         self._lifecycle = _Lifecycle()
         self._ready = False
@@ -285,6 +293,7 @@ class AgentHost(Supervised):
                 raise
             self.settings, self._pool = settings, pool
             self._template_id = template_id
+            self._tools = self._tool_registry()
             self._capabilities = sorted(agent.capabilities)
             self.agent = agent
 
@@ -337,6 +346,7 @@ class AgentHost(Supervised):
             pool=self._pool,
             bus=self._bus or self._bus_future(),
             state=saved if isinstance(saved, dict) else None,
+            tools=ToolRunner(self._tools, self._pool, agent_id),
         )
         try:
             await self.agent.on_start(self.ctx)
@@ -713,6 +723,15 @@ class AgentHost(Supervised):
                 await bus.publish(event, timeout_s=interval_s)
             except Exception as exc:  # NATS down: the next beat tries again
                 _log.debug("heartbeat of %s not sent: %r", self.child_id, exc)
+
+    def _tool_registry(self) -> ToolRegistry:
+        assert self.settings is not None
+        if self.tools_config is None:
+            return ToolRegistry.from_settings(self.settings.tools)
+        try:
+            return ToolRegistry.from_settings(ToolsSettings.model_validate(self.tools_config))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "tools", "tools")) from None
 
     async def _resolve_template(self, pool: asyncpg.Pool) -> UUID | None:
         """The template's id (given as an id or a name), looked up while warming."""

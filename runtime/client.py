@@ -113,6 +113,12 @@ class _Endpoints:
         )
         return self._send(_Call("GET", "/api/v1/tasks", params=params))
 
+    def tool_executions(self, task_id: str) -> Any:
+        return self._send(_Call("GET", f"/api/v1/tasks/{task_id}/tool-executions"))
+
+    def list_tools(self) -> Any:
+        return self._send(_Call("GET", "/api/v1/tools"))
+
     def cancel_task(self, task_id: str) -> Any:
         return self._send(_Call("POST", f"/api/v1/tasks/{task_id}/cancel"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     NatsDsn,
     PostgresDsn,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -37,11 +38,15 @@ __all__ = [
     "HttpSettings",
     "Settings",
     "SupervisionSettings",
+    "ToolLimits",
+    "ToolsSettings",
     "format_validation_error",
     "load_settings",
 ]
 
 CONFIG_FILE_ENV = "RAYVISOR_CONFIG"
+TOOL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+ToolName = Annotated[str, StringConstraints(pattern=TOOL_NAME_PATTERN)]
 DEFAULT_CONFIG_FILE = Path("rayvisor.yaml")
 
 
@@ -92,6 +97,53 @@ class HttpSettings(_Section):
     keep_alive_s: float = Field(15.0, gt=0, le=300, description="SSE keep-alive comment period.")
 
 
+class ToolLimits(_Section):
+    """How one tool is guarded, per agent: a token bucket, a circuit breaker, a timeout."""
+
+    rate_per_s: float = Field(10.0, gt=0, le=100_000)
+    burst: int = Field(10, ge=1, le=100_000)
+    max_wait_s: float = Field(10.0, ge=0, le=3600, description="Wait for a token at most this.")
+    failure_threshold: int = Field(5, ge=1, le=10_000)
+    reset_timeout_s: float = Field(30.0, gt=0, le=3600)
+    timeout_s: float = Field(30.0, gt=0, le=3600)
+
+
+class ReadFileSettings(ToolLimits):
+    """`read_file` reads only inside `dirs` (none: the tool refuses every path)."""
+
+    dirs: list[Path] = Field(default_factory=list)
+    max_bytes: int = Field(1_048_576, ge=1, le=256 * 1_048_576)
+
+
+class HttpRequestSettings(ToolLimits):
+    """`http_request` calls only `hosts` (names or addresses, matched exactly)."""
+
+    hosts: list[str] = Field(default_factory=list)
+    max_bytes: int = Field(1_048_576, ge=1, le=256 * 1_048_576)
+
+
+class CustomToolSettings(ToolLimits):
+    """A user's tool: an async function whose typed parameters are the tool's parameters."""
+
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    description: str = ""
+
+
+class ToolsSettings(_Section):
+    """The tools agents may call (`ctx.tool`): two built-in, and the user's own."""
+
+    read_file: ReadFileSettings = ReadFileSettings()
+    http_request: HttpRequestSettings = HttpRequestSettings()
+    custom: dict[ToolName, CustomToolSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_shadowing(self) -> Self:
+        taken = sorted(set(self.custom) & {"read_file", "http_request"})
+        if taken:
+            raise ValueError(f"custom tools may not reuse a built-in name: {taken}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything a rayvisor process needs to find its services and behave."""
 
@@ -124,6 +176,7 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_s: float = Field(0.5, gt=0, le=60)
     supervision: SupervisionSettings = SupervisionSettings()
+    tools: ToolsSettings = ToolsSettings()
     tree: dict[str, Any] | None = Field(
         None, description="The supervision tree (pools of agents); validated by supervisors.tree."
     )

@@ -26,6 +26,7 @@ from serve.routes import (
     projects,
     supervisors,
     tasks,
+    tools,
 )
 from serve.system import System
 
@@ -54,6 +55,7 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
         events,
         metrics,
         keys,
+        tools,
         health,
     ):
         app.include_router(module.router)

@@ -14,6 +14,7 @@ from actors.tasks import RESTART_WAIT_S, NamedActor, TaskClient
 from runtime.bus import Bus
 from runtime.config import Settings
 from runtime.store.pool import create_pool
+from runtime.tools import ToolRegistry
 from serve.auth import Authenticator
 from serve.batching import SubmitBatcher
 from supervisors.tree import ROOT_NAME, get_root
@@ -32,6 +33,7 @@ class System:
     started_at: float = field(default_factory=time.monotonic)
     restart_wait_s: float = RESTART_WAIT_S
     _named: dict[str, NamedActor] = field(default_factory=dict)
+    _tools: ToolRegistry | None = None
 
     @classmethod
     async def connect(cls, settings: Settings) -> System:
@@ -50,6 +52,12 @@ class System:
             tasks=tasks,
             submits=SubmitBatcher(tasks),
         )
+
+    def tools(self) -> ToolRegistry:
+        """The tools as configured (custom ones imported here on first use)."""
+        if self._tools is None:
+            self._tools = ToolRegistry.from_settings(self.settings.tools)
+        return self._tools
 
     def root(self) -> Any | None:
         """The root supervisor's handle now, or None when no tree runs in the namespace."""

@@ -280,7 +280,8 @@ class Supervisor(WarmSpares, Supervised):
         if spec.agent is not None:
             from actors.host import AgentHost
 
-            return remote_class(AgentHost), (spec.agent, spec.params, spec.template), {}
+            args = (spec.agent, spec.params, spec.template)
+            return remote_class(AgentHost), args, dict(spec.kwargs)
         return remote_class(_import(spec.actor or "")), tuple(spec.args), dict(spec.kwargs)
 
     async def _create(self, spec: ChildSpec, name: str | None) -> Any:

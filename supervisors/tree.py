@@ -133,8 +133,11 @@ def pool_actor_name(template: str) -> str:
     return f"sup:pool:{template}"
 
 
-def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
-    """A pool supervisor; the pool's own policy keys override the defaults key by key."""
+def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any]) -> ChildSpec:
+    """A pool supervisor; the pool's own policy keys override the defaults key by key.
+
+    The tools configuration travels in the spec, so every agent host on every node uses the
+    driver's `rayvisor.yaml`, not whatever its worker's environment holds."""
     overrides: dict[str, Any] = {
         k: v
         for k, v in pool.model_dump(include={"max_restarts", "period_s", "on_intensity"}).items()
@@ -156,6 +159,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any]) -> ChildSpec:
                 "agent": pool.agent,
                 "template": pool.id,
                 "params": pool.params,
+                "kwargs": {"tools": tools},
                 "restart": pool.restart,
             },
             "size": pool.size,
@@ -186,6 +190,7 @@ def _core_policies(defaults: dict[str, Any], children: int) -> dict[str, Any]:
 def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     """The whole tree as one spec: root -> core, agents -> one pool per template."""
     defaults = _policies(settings)
+    tools = settings.tools.model_dump(mode="json")
     core_children = [
         ChildSpec(
             id=f"tm-{shard}",
@@ -213,7 +218,7 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
         id="core", children=core_children, **_core_policies(defaults, len(core_children))
     )
     agents = SupervisorSpec(
-        id="agents", children=[_pool_child(p, defaults) for p in tree.pools], **defaults
+        id="agents", children=[_pool_child(p, defaults, tools) for p in tree.pools], **defaults
     )
     return SupervisorSpec(
         id="root",
@@ -241,6 +246,7 @@ DEFAULT_TREE: dict[str, Any] = {
         },
         {"id": "reduce", "agent": "actors.builtin.reduce:ReduceAgent", "size": 1},
         {"id": "echo", "agent": "actors.builtin.echo:EchoAgent", "size": 1},
+        {"id": "tool", "agent": "actors.builtin.tool_caller:ToolCallerAgent", "size": 1},
     ]
 }
 """The tree without a `tree:` section: one pool of each built-in agent, so a project (or

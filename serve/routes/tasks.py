@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 
 from runtime.models.api import Page, TaskCreate
 from runtime.models.enums import Scope, TaskStatus
-from runtime.models.records import Task
+from runtime.models.records import Task, ToolExecution
 from runtime.store import tasks as task_store
+from runtime.store import tools as tool_store
 from serve.auth import require
 from serve.deps import Cursor, SystemDep, decode_cursor, page_of
 
@@ -69,6 +70,19 @@ async def list_tasks(
 @router.get("/{task_id}", response_model=Task, dependencies=[require(Scope.READ)])
 async def get_task(task_id: UUID, system: SystemDep) -> Task:
     return Task.model_validate(await system.tasks.get(task_id))
+
+
+@router.get(
+    "/{task_id}/tool-executions",
+    response_model=list[ToolExecution],
+    dependencies=[require(Scope.READ)],
+)
+async def list_tool_executions(task_id: UUID, system: SystemDep) -> list[ToolExecution]:
+    """The tool calls made for a task, in the order they started, refused ones included."""
+    executions = await tool_store.list_for_task(system.pool, task_id)
+    if not executions:
+        await system.tasks.get(task_id)  # 404 for a task that does not exist
+    return executions
 
 
 @router.post("/{task_id}/cancel", response_model=Task, dependencies=[require(Scope.WRITE)])

@@ -58,8 +58,9 @@ def make_keys(database_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_http_system(services, pools: list[dict]) -> Iterator[HttpSystem]:
-    """The tree with these pools and the Serve ingress, stopped afterwards."""
+def running_http_system(services, pools: list[dict], **settings: object) -> Iterator[HttpSystem]:
+    """The tree with these pools (and these settings) and the Serve ingress, stopped
+    afterwards."""
     from ray import serve
 
     from serve.app import deploy
@@ -74,6 +75,7 @@ def running_http_system(services, pools: list[dict]) -> Iterator[HttpSystem]:
         http_port=free_port(),
         http={"keep_alive_s": 1.0},
         tree={"pools": pools},
+        **settings,
     )
     start_tree(tree_from_settings(settings), namespace, 120)
     try:

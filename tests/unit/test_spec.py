@@ -489,7 +489,8 @@ def test_no_tree_section_is_the_built_in_agents_and_an_empty_one_is_none() -> No
     agents = only_child(root, "agents").supervisor
     assert agents is not None
     assert [c.id for c in agents.children] == [
-        "pool-planning", "pool-chunking", "pool-log-analysis", "pool-reduce", "pool-echo"
+        "pool-planning", "pool-chunking", "pool-log-analysis", "pool-reduce", "pool-echo",
+        "pool-tool",
     ]  # fmt: skip
     for pool in agents.children:  # every class path of the default tree imports
         assert pool.supervisor is not None and pool.supervisor.template is not None
@@ -583,3 +584,15 @@ def test_core_intensity_outlasts_a_chaos_run() -> None:
     assert core.max_restarts >= 3 * per_period
     assert core.on_intensity.value == "escalate"
     assert core.backoff.max_s <= 2.0
+
+
+def test_the_tools_configuration_travels_to_every_agent_of_every_pool() -> None:
+    tools = {"read_file": {"dirs": ["/srv/logs"]}, "http_request": {"hosts": ["api.example"]}}
+    root = tree_from_settings(
+        load_settings(tools=tools, tree={"pools": [{"id": "a", "agent": "m:A"}]})
+    )
+    agents = only_child(root, "agents").supervisor
+    assert agents is not None
+    template = agents.children[0].supervisor.template
+    assert template.kwargs["tools"]["read_file"]["dirs"] == ["/srv/logs"]
+    assert template.kwargs["tools"]["http_request"]["hosts"] == ["api.example"]
