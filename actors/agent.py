@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 from uuid import UUID
 
 from runtime.errors import NotFound
+from runtime.memory import DEFAULT_MAX_VALUE_BYTES, SharedMemory
 from runtime.models.events import DiscoveryShared, TaskProgress
 from runtime.models.records import Discovery
 from runtime.store import agents as agent_store
@@ -99,6 +100,7 @@ class AgentContext:
         bus: Bus | asyncio.Future[Bus] | None,
         state: dict[str, Any] | None = None,
         tools: ToolRunner | None = None,
+        memory_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.agent_id = agent_id
         self.task: dict[str, Any] | None = None
@@ -107,6 +109,7 @@ class AgentContext:
         self._pool = pool
         self._bus = bus
         self._tools = tools
+        self._memory_max_value_bytes = memory_max_value_bytes
 
     # ---- durable state -------------------------------------------------------------------
 
@@ -199,6 +202,14 @@ class AgentContext:
         if self._tools is None:
             raise RuntimeError(f"agent {self.agent_id}: no tools (not started)")
         return await self._tools.call(name, arguments, _uuid_or_none((self.task or {}).get("id")))
+
+    # ---- shared memory -------------------------------------------------------------------
+
+    def memory(self, scope: str) -> SharedMemory:
+        """The keys of `scope` in the system's shared memory (see `runtime.memory`): `get`,
+        `put(key, value, expected_revision)`, `delete`, `update(key, fn, on_conflict)`,
+        `watch(prefix)`. Shared by every agent that names the same scope."""
+        return SharedMemory(self._require_bus, scope, max_value_bytes=self._memory_max_value_bytes)
 
     # ---- work ----------------------------------------------------------------------------
 

@@ -347,6 +347,7 @@ class AgentHost(Supervised):
             bus=self._bus or self._bus_future(),
             state=saved if isinstance(saved, dict) else None,
             tools=ToolRunner(self._tools, self._pool, agent_id),
+            memory_max_value_bytes=self.settings.memory_max_value_bytes,
         )
         try:
             await self.agent.on_start(self.ctx)

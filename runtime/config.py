@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(0.5, gt=0, le=60)
     supervision: SupervisionSettings = SupervisionSettings()
     tools: ToolsSettings = ToolsSettings()
+    memory_max_value_bytes: int = Field(
+        65_536, ge=16, le=1_048_576, description="Largest value in shared memory, as JSON."
+    )
     tree: dict[str, Any] | None = Field(
         None, description="The supervision tree (pools of agents); validated by supervisors.tree."
     )
