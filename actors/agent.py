@@ -17,6 +17,7 @@ Guarantees an agent can rely on:
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import math
@@ -25,10 +26,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 from uuid import UUID
 
-from runtime.errors import NotFound
+from actors.messaging import Messenger
+from runtime.errors import LogicalError, NotFound
 from runtime.memory import DEFAULT_MAX_VALUE_BYTES, SharedMemory
 from runtime.models.events import DiscoveryShared, TaskProgress
-from runtime.models.records import Discovery
+from runtime.models.records import Discovery, Message
 from runtime.store import agents as agent_store
 from runtime.store import discoveries
 
@@ -85,6 +87,12 @@ class Agent(ABC):
     async def on_stop(self, ctx: AgentContext) -> None:  # noqa: B027 (an optional hook)
         """Runs on a graceful stop; not run when the process is killed."""
 
+    async def on_message(self, message: Message, ctx: AgentContext) -> dict[str, Any] | None:
+        """Answer another agent's `ask` (the returned object is the answer) or take its
+        `tell`. Runs beside the current task, with `ctx.task` None. Raise a `TaskError` to
+        fail the ask: the asker gets a LogicalError for a logical one, else transient."""
+        raise LogicalError(f"{type(self).__name__} does not take messages (no on_message)")
+
 
 class AgentContext:
     """What an agent may do. Thin: it delegates to the host's pool and bus.
@@ -109,6 +117,7 @@ class AgentContext:
         self._pool = pool
         self._bus = bus
         self._tools = tools
+        self._messages: Messenger | None = None
         self._memory_max_value_bytes = memory_max_value_bytes
 
     # ---- durable state -------------------------------------------------------------------
@@ -202,6 +211,32 @@ class AgentContext:
         if self._tools is None:
             raise RuntimeError(f"agent {self.agent_id}: no tools (not started)")
         return await self._tools.call(name, arguments, _uuid_or_none((self.task or {}).get("id")))
+
+    # ---- messages ------------------------------------------------------------------------
+
+    async def ask(
+        self, to: str, payload: dict[str, Any], timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Ask agent `to` (an agent id, or a capability: a live agent offering it) and wait
+        for its `on_message` answer; `AskTimeout` (transient) past `timeout_s`. A target
+        that restarts meanwhile is asked again (see `actors.messaging`)."""
+        return await self._messenger().ask(to, payload, timeout_s)
+
+    async def tell(self, to: str, payload: dict[str, Any], timeout_s: float = 10.0) -> None:
+        """Send `payload` to agent `to` (id or capability) one way: returns once the target
+        has it, without waiting for its handling; `AskTimeout` if it never arrives."""
+        await self._messenger().tell(to, payload, timeout_s)
+
+    def detached(self) -> AgentContext:
+        """This context without the current task: for work beside the task (messages)."""
+        twin = copy.copy(self)
+        twin.task = None
+        return twin
+
+    def _messenger(self) -> Messenger:
+        if self._messages is None:
+            self._messages = Messenger(self.agent_id, self._require_pool(), self._require_bus)
+        return self._messages
 
     # ---- shared memory -------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ import ray
 from pydantic import ValidationError
 
 from actors.agent import Agent, AgentContext
+from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
 from runtime.config import Settings, ToolsSettings, format_validation_error, load_settings
@@ -72,7 +73,7 @@ from runtime.models.events import (
     AgentStatusChanged,
     Event,
 )
-from runtime.models.records import AgentRecord
+from runtime.models.records import AgentRecord, Message
 from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
@@ -246,6 +247,8 @@ class AgentHost(Supervised):
         self._fatal_in_a_row = 0
         self._unwritten: list[Event] = []  # error events PostgreSQL did not take yet
         self._heartbeat: asyncio.Task[None] | None = None
+        self._mailbox: Mailbox | None = None
+        self._mailbox_task: asyncio.Task[None] | None = None
         self._idle_later: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -357,9 +360,20 @@ class AgentHost(Supervised):
             raise
         self._ready = True
         self._start_bus()  # after the host answers: its beats and `ctx.progress` wait for it
+        self._mailbox = Mailbox(agent_id, self._on_message)
+        self._mailbox_task = self._loop.create_task(self._open_mailbox(self._mailbox))
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
         self._offer_to_task_managers()
+
+    async def _open_mailbox(self, mailbox: Mailbox) -> None:
+        """Take messages once NATS is connected (asks re-send until then)."""
+        bus = await self._bus_future()
+        await mailbox.open(bus)
+
+    async def _on_message(self, message: Message) -> Any:
+        assert self.agent is not None and self.ctx is not None
+        return await self.agent.on_message(message, self.ctx.detached())
 
     def _offer_to_task_managers(self) -> None:
         """Tell each TaskManager shard this agent takes work (again, after a restart).
@@ -379,9 +393,11 @@ class AgentHost(Supervised):
         """Hand back what this agent holds (`interrupted`: no attempt spent), then stop."""
         self._stopping = True
         try:
-            for background in (self._heartbeat, self._idle_later):
+            for background in (self._heartbeat, self._idle_later, self._mailbox_task):
                 if background is not None:
                     background.cancel()
+            if self._mailbox is not None:
+                await self._mailbox.close()
             for handler in self._ledger.interrupt_all():
                 handler.cancel()
             await self._until(lambda: not self._ledger.busy(), STOP_REPORT_S)

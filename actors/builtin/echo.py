@@ -12,6 +12,12 @@
 | `fail: "transient" \\| "fatal" \\| "logical"` | raise the matching `TaskError` |
 | `save: {...}` | save it as the agent's durable state |
 | `not_json: true` | return a value that is not JSON-serialisable |
+| `ask: {to, payload, timeout_s}` | ask another agent; the answer is the result's `answer` |
+| `tell: {to, payload}` | tell another agent |
+
+The `capabilities` parameter of its pool replaces `echo` (to stand in for other agents).
+Asked or told (`on_message`), it answers `{"echo": payload, "agent": id, "pid": pid}`
+after doing what the payload's `sleep_s` and `fail` ask, as for a task.
 
 `CounterAgent` (capability `count`) increments `ctx.state["count"]`, saves it and returns it.
 """
@@ -19,11 +25,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
 from actors.agent import Agent, AgentContext
 from runtime.errors import FatalError, LogicalError, TransientError
+from runtime.models.records import Message
 
 __all__ = ["CounterAgent", "EchoAgent"]
 
@@ -41,6 +49,11 @@ class EchoAgent(Agent):
     """Returns the task's parameters; see the module docstring for what they can ask."""
 
     capabilities = frozenset({"echo"})
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if "capabilities" in params:  # a pool of echo agents standing in for another kind
+            self.capabilities = frozenset(str(c) for c in params["capabilities"])
 
     async def handle(self, task: dict[str, Any], ctx: AgentContext) -> Any:
         params = _parameters(task)
@@ -67,7 +80,25 @@ class EchoAgent(Agent):
             raise _FAILURES[kind](f"asked to fail ({kind})", {"requested": kind})
         if params.get("not_json"):
             return {"value": object()}
+        if "tell" in params:
+            told = params["tell"]
+            await ctx.tell(told["to"], told.get("payload", {}))
+        if "ask" in params:
+            asked = params["ask"]
+            answer = await ctx.ask(
+                asked["to"], asked.get("payload", {}), asked.get("timeout_s", 30)
+            )
+            return {**params, "answer": answer}
         return params
+
+    async def on_message(self, message: Message, ctx: AgentContext) -> dict[str, Any]:
+        payload = message.payload
+        if "sleep_s" in payload:
+            await asyncio.sleep(float(payload["sleep_s"]))
+        if "fail" in payload:
+            kind = payload["fail"]
+            raise _FAILURES.get(kind, LogicalError)(f"asked to fail ({kind})")
+        return {"echo": payload, "agent": ctx.agent_id, "pid": os.getpid()}
 
 
 class CounterAgent(Agent):

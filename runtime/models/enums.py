@@ -15,6 +15,7 @@ __all__ = [
     "TERMINAL_TASK_STATUSES",
     "AgentState",
     "MessageKind",
+    "MessageStatus",
     "ProjectStatus",
     "Scope",
     "SupervisorEventKind",
@@ -60,6 +61,16 @@ class MessageKind(StrEnum):
     REQUEST = "request"
     RESPONSE = "response"
     NOTIFICATION = "notification"
+
+
+class MessageStatus(StrEnum):
+    """Where a message's exchange stands (`messages.status`)."""
+
+    SENT = "sent"
+    ANSWERED = "answered"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
 
 
 class ToolStatus(StrEnum):

@@ -31,6 +31,8 @@ from runtime.models.common import (
 from runtime.models.enums import (
     TERMINAL_TASK_STATUSES,
     AgentState,
+    MessageKind,
+    MessageStatus,
     ProjectStatus,
     SupervisorEventKind,
     TaskStatus,
@@ -46,6 +48,7 @@ __all__ = [
     "AgentStatusChanged",
     "DiscoveryShared",
     "Event",
+    "MessageExchanged",
     "ProjectCompleted",
     "SupervisorDecision",
     "TaskAssigned",
@@ -227,6 +230,21 @@ class DiscoveryShared(Event):
     project_id: UUID | None = None
 
 
+class MessageExchanged(Event):
+    """An agent-to-agent message went out or its exchange ended (`ctx.ask`, `ctx.tell`)."""
+
+    subject_template = "messages.{recipient}.{kind}"
+
+    message_id: UUID
+    correlation_id: UUID | None = None
+    sender: AgentId
+    recipient: AgentId
+    kind: MessageKind
+    status: MessageStatus
+    payload: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
 class SupervisorDecision(Event):
     """A supervision decision (child started, exited, restarted, circuit changes, ...)."""
 
@@ -259,6 +277,7 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     TaskProgress,
     TaskResult,
     DiscoveryShared,
+    MessageExchanged,
     SupervisorDecision,
     ProjectCompleted,
 )
@@ -270,6 +289,7 @@ DURABLE_SUBJECTS: list[str] = [
     "tasks.*.assignment",
     "tasks.*.result",
     "discoveries.>",
+    "messages.>",
     "supervisors.*.events",
     "projects.*.completed",
 ]

@@ -18,6 +18,7 @@ from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime, ut
 from runtime.models.enums import (
     AgentState,
     MessageKind,
+    MessageStatus,
     ProjectStatus,
     Scope,
     SupervisorEventKind,
@@ -259,7 +260,11 @@ class Message(Record):
     recipient: str = Field(min_length=1)
     kind: MessageKind
     payload: dict[str, Any] = Field(default_factory=dict)
+    status: MessageStatus = MessageStatus.SENT
+    error: str | None = None
     created_at: UtcDatetime = Field(default_factory=utcnow)
+    finished_at: UtcDatetime | None = None
+    duration_ms: float | None = Field(default=None, ge=0)
 
 
 class OutboxEntry(Record):

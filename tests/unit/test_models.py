@@ -31,6 +31,7 @@ from runtime.models import (
     DiscoveryShared,
     Event,
     Message,
+    MessageExchanged,
     MessageKind,
     OutboxEntry,
     Page,
@@ -141,6 +142,17 @@ EVENTS: list[tuple[Event, str]] = [
         ProjectCompleted(project_id=PROJECT_ID, status="completed", result={"summary": "done"}),
         f"projects.{PROJECT_ID}.completed",
     ),
+    (
+        MessageExchanged(
+            message_id=DISCOVERY_ID,
+            sender="planner-1",
+            recipient=AGENT,
+            kind="request",
+            status="sent",
+            payload={"question": "which address?"},
+        ),
+        f"messages.{AGENT}.request",
+    ),
 ]
 
 
@@ -159,7 +171,7 @@ def _matches(pattern: str, subject: str) -> bool:
 
 def test_every_event_class_is_covered() -> None:
     assert {type(event) for event, _ in EVENTS} == set(EVENT_CLASSES)
-    assert len(EVENT_CLASSES) == 11
+    assert len(EVENT_CLASSES) == 12
 
 
 @pytest.mark.parametrize(("event", "subject"), EVENTS, ids=_IDS)
@@ -202,6 +214,7 @@ def test_durable_subjects() -> None:
         "tasks.*.assignment",
         "tasks.*.result",
         "discoveries.>",
+        "messages.>",
         "supervisors.*.events",
         "projects.*.completed",
     ]
