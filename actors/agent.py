@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 from uuid import UUID
 
+from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
 from actors.messaging import Messenger
 from runtime.errors import LogicalError, NotFound
 from runtime.memory import DEFAULT_MAX_VALUE_BYTES, SharedMemory
@@ -57,6 +58,9 @@ class Agent(ABC):
 
     capabilities: ClassVar[frozenset[str] | set[str]] = frozenset()
     """What this agent can do; a task is matched on its `required_capabilities`."""
+    discovery_subscription: ClassVar[DiscoverySubscription | dict[str, Any] | None] = None
+    """Discoveries this agent receives in `on_discovery` from its start, e.g.
+    `{"types": ["pattern"], "min_confidence": 0.8}` (or call `ctx.subscribe_discoveries`)."""
     prefetch: ClassVar[int] = 32
     """Tasks the TaskManager may hand this agent at once: one runs, the rest wait at the
     agent, so it goes straight to the next one (1 = strictly one at a time). They travel
@@ -65,6 +69,12 @@ class Agent(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("discovery_subscription")
+        if isinstance(declared, dict):
+            try:
+                cls.discovery_subscription = DiscoverySubscription.model_validate(declared)
+            except ValueError as exc:
+                raise TypeError(f"{cls.__name__}.discovery_subscription: {exc}") from None
         caps = cls.__dict__.get("capabilities")
         if caps is None:
             return
@@ -87,6 +97,10 @@ class Agent(ABC):
     async def on_stop(self, ctx: AgentContext) -> None:  # noqa: B027 (an optional hook)
         """Runs on a graceful stop; not run when the process is killed."""
 
+    async def on_discovery(self, discovery: DiscoveryShared, ctx: AgentContext) -> None:  # noqa: B027
+        """A discovery another agent shared, matching this agent's subscription. Runs beside
+        the current task, with `ctx.task` None; an exception has it delivered again."""
+
     async def on_message(self, message: Message, ctx: AgentContext) -> dict[str, Any] | None:
         """Answer another agent's `ask` (the returned object is the answer) or take its
         `tell`. Runs beside the current task, with `ctx.task` None. Raise a `TaskError` to
@@ -108,6 +122,8 @@ class AgentContext:
         bus: Bus | asyncio.Future[Bus] | None,
         state: dict[str, Any] | None = None,
         tools: ToolRunner | None = None,
+        feed: DiscoveryFeed | None = None,
+        connect: Callable[[], object] | None = None,
         memory_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.agent_id = agent_id
@@ -118,6 +134,8 @@ class AgentContext:
         self._bus = bus
         self._tools = tools
         self._messages: Messenger | None = None
+        self._feed = feed
+        self._connect = connect
         self._memory_max_value_bytes = memory_max_value_bytes
 
     # ---- durable state -------------------------------------------------------------------
@@ -186,6 +204,18 @@ class AgentContext:
         )
         await discoveries.add(self._require_pool(), discovery, events=(event,))
         return discovery.id
+
+    async def subscribe_discoveries(
+        self, types: list[str] | None = None, min_confidence: float = 0.0
+    ) -> None:
+        """Receive other agents' discoveries of `types` (all, if none) at least this sure in
+        `on_discovery`, from now on and across restarts; calling again changes the filter."""
+        subscription = DiscoverySubscription(types=list(types or []), min_confidence=min_confidence)
+        await self._require_feed().subscribe(subscription, await self._require_bus())
+
+    async def unsubscribe_discoveries(self) -> None:
+        """Receive no more discoveries (the durable consumer is deleted)."""
+        await self._require_feed().unsubscribe(await self._require_bus())
 
     async def dependency_results(self) -> list[Any]:
         """The results of the tasks this one depends on, in the order of its
@@ -262,6 +292,11 @@ class AgentContext:
             raise ValueError(f"{what} needs the task's 'id' as a UUID, got {self.task.get('id')!r}")
         return task_id
 
+    def _require_feed(self) -> DiscoveryFeed:
+        if self._feed is None:
+            raise RuntimeError(f"agent {self.agent_id}: no discovery feed (not started)")
+        return self._feed
+
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError(f"agent {self.agent_id}: no database connection (not started)")
@@ -273,6 +308,8 @@ class AgentContext:
         if bus is None:
             raise RuntimeError(f"agent {self.agent_id}: no NATS connection (not started)")
         if isinstance(bus, asyncio.Future):
+            if not bus.done() and self._connect is not None:
+                self._connect()  # asked for before the host connects on its own: connect now
             try:
                 bus = await asyncio.wait_for(asyncio.shield(bus), _BUS_WAIT_S)
             except TimeoutError:

@@ -13,8 +13,9 @@ successor) finds the children already made and their results, and only waits for
 rest: nothing runs twice for a restart, and the parent completes once (the task manager's
 lease fencing). A chunk that failed after its attempts fails the parent, naming it.
 
-Projects are driven by `actors.projects.ProjectDriver`, from PostgreSQL, on this actor's
-loop.
+Projects are driven by `actors.projects.ProjectDriver`, and questions shared as discoveries
+become tasks through `actors.questions.QuestionRouter`, both from PostgreSQL, on this
+actor's loop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from ray.exceptions import RayError
 
 from actors.projects import ProjectDriver
+from actors.questions import QuestionRouter
 from actors.registry import AGGREGATOR_AGENT_ID
 from actors.task_manager import task_manager_name
 from actors.tasks import ActorUnreachable, TaskClient
@@ -71,6 +73,7 @@ class Aggregator(Supervised):
         self.pool = await create_pool(settings.database_dsn, min_size=1, max_size=4)
         self.tasks = TaskClient(self.namespace, settings.task_shards)
         self.projects = ProjectDriver(self.pool, self.tasks, self.namespace)
+        self.questions = QuestionRouter(self.pool, self.tasks)
         self._shards = settings.task_shards
         self._spawn(self._register())
         self._spawn(self._drive_projects())
@@ -258,11 +261,13 @@ class Aggregator(Supervised):
     # ---- projects ----------------------------------------------------------------------------
 
     async def _drive_projects(self) -> None:
+        """Projects and questions, from PostgreSQL, every PROJECTS_EVERY_S."""
         while True:
-            try:
-                await self.projects.advance_all()
-            except Exception:
-                _log.exception("aggregator: driving projects failed; trying again")
+            for step in (self.projects.advance_all, self.questions.route_all):
+                try:
+                    await step()
+                except Exception:
+                    _log.exception("aggregator: %s failed; trying again", step.__name__)
             await asyncio.sleep(PROJECTS_EVERY_S)
 
     async def kick(self) -> None:

@@ -53,6 +53,7 @@ import ray
 from pydantic import ValidationError
 
 from actors.agent import Agent, AgentContext
+from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
 from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
@@ -71,6 +72,7 @@ from runtime.models.events import (
     AgentErrorRaised,
     AgentHeartbeat,
     AgentStatusChanged,
+    DiscoveryShared,
     Event,
 )
 from runtime.models.records import AgentRecord, Message
@@ -248,6 +250,7 @@ class AgentHost(Supervised):
         self._unwritten: list[Event] = []  # error events PostgreSQL did not take yet
         self._heartbeat: asyncio.Task[None] | None = None
         self._mailbox: Mailbox | None = None
+        self._feed: DiscoveryFeed | None = None
         self._mailbox_task: asyncio.Task[None] | None = None
         self._idle_later: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -344,12 +347,16 @@ class AgentHost(Supervised):
         self._loop = asyncio.get_running_loop()
         stored = await self._register(agent_id)
         saved = stored.saved_state
+        self._mailbox = Mailbox(agent_id, self._on_message)
+        self._feed = DiscoveryFeed(agent_id, self._on_discovery)
         self.ctx = AgentContext(
             agent_id,
             pool=self._pool,
             bus=self._bus or self._bus_future(),
             state=saved if isinstance(saved, dict) else None,
             tools=ToolRunner(self._tools, self._pool, agent_id),
+            feed=self._feed,
+            connect=self._start_bus,
             memory_max_value_bytes=self.settings.memory_max_value_bytes,
         )
         try:
@@ -360,20 +367,29 @@ class AgentHost(Supervised):
             raise
         self._ready = True
         self._start_bus()  # after the host answers: its beats and `ctx.progress` wait for it
-        self._mailbox = Mailbox(agent_id, self._on_message)
-        self._mailbox_task = self._loop.create_task(self._open_mailbox(self._mailbox))
+        self._mailbox_task = self._loop.create_task(self._open_mailbox())
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
         self._offer_to_task_managers()
 
-    async def _open_mailbox(self, mailbox: Mailbox) -> None:
-        """Take messages once NATS is connected (asks re-send until then)."""
+    async def _open_mailbox(self) -> None:
+        """Once NATS is connected: take messages (asks re-send until then), and resume the
+        discoveries this agent subscribes to."""
+        assert self.agent is not None and self._mailbox is not None and self._feed is not None
         bus = await self._bus_future()
-        await mailbox.open(bus)
+        await self._mailbox.open(bus)
+        declared = self.agent.discovery_subscription
+        if isinstance(declared, dict):
+            declared = DiscoverySubscription.model_validate(declared)
+        await self._feed.resume(bus, declared)
 
     async def _on_message(self, message: Message) -> Any:
         assert self.agent is not None and self.ctx is not None
         return await self.agent.on_message(message, self.ctx.detached())
+
+    async def _on_discovery(self, discovery: DiscoveryShared) -> None:
+        assert self.agent is not None and self.ctx is not None
+        await self.agent.on_discovery(discovery, self.ctx.detached())
 
     def _offer_to_task_managers(self) -> None:
         """Tell each TaskManager shard this agent takes work (again, after a restart).
@@ -396,8 +412,9 @@ class AgentHost(Supervised):
             for background in (self._heartbeat, self._idle_later, self._mailbox_task):
                 if background is not None:
                     background.cancel()
-            if self._mailbox is not None:
-                await self._mailbox.close()
+            for inbox in (self._mailbox, self._feed):
+                if inbox is not None:
+                    await inbox.close()
             for handler in self._ledger.interrupt_all():
                 handler.cancel()
             await self._until(lambda: not self._ledger.busy(), STOP_REPORT_S)

@@ -15,7 +15,9 @@
 | `ask: {to, payload, timeout_s}` | ask another agent; the answer is the result's `answer` |
 | `tell: {to, payload}` | tell another agent |
 
-The `capabilities` parameter of its pool replaces `echo` (to stand in for other agents).
+The `capabilities` parameter of its pool replaces `echo` (to stand in for other agents);
+`subscribe: {types, min_confidence}` subscribes it to discoveries at start, and each one it
+receives is appended to its durable state's `discoveries` (ids, in order).
 Asked or told (`on_message`), it answers `{"echo": payload, "agent": id, "pid": pid}`
 after doing what the payload's `sleep_s` and `fail` ask, as for a task.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from actors.agent import Agent, AgentContext
 from runtime.errors import FatalError, LogicalError, TransientError
+from runtime.models.events import DiscoveryShared
 from runtime.models.records import Message
 
 __all__ = ["CounterAgent", "EchoAgent"]
@@ -90,6 +93,16 @@ class EchoAgent(Agent):
             )
             return {**params, "answer": answer}
         return params
+
+    async def on_start(self, ctx: AgentContext) -> None:
+        if "subscribe" in self.params:
+            await ctx.subscribe_discoveries(**self.params["subscribe"])
+
+    async def on_discovery(self, discovery: DiscoveryShared, ctx: AgentContext) -> None:
+        seen = list(ctx.state.get("discoveries", []))
+        seen.append(str(discovery.discovery_id))
+        ctx.state["discoveries"] = seen
+        await ctx.save_state()
 
     async def on_message(self, message: Message, ctx: AgentContext) -> dict[str, Any]:
         payload = message.payload

@@ -12,7 +12,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime, nul_at
+from runtime.models.common import (
+    AgentId,
+    Capability,
+    TypeName,
+    UtcDatetime,
+    check_question,
+    nul_at,
+)
 from runtime.models.enums import Scope
 from runtime.models.plans import FAN_OUT_CAPABILITY, FanOut
 
@@ -130,6 +137,11 @@ class DiscoveryCreate(_Body):
     data: dict[str, Any] = Field(default_factory=dict)
     task_id: UUID | None = None
     project_id: UUID | None = None
+
+    @model_validator(mode="after")
+    def _question(self) -> DiscoveryCreate:
+        check_question(self.type, self.data)
+        return self
 
 
 class AgentSpawn(_Body):

@@ -15,12 +15,14 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 __all__ = [
     "AGENT_ID_PATTERN",
+    "QUESTION_TYPE",
     "TYPE_NAME_PATTERN",
     "AgentId",
     "Capability",
     "SubjectToken",
     "TypeName",
     "UtcDatetime",
+    "check_question",
     "nul_at",
     "subject_token",
     "utcnow",
@@ -87,3 +89,19 @@ def nul_at(value: Any, path: str = "") -> str | None:
             if (found := nul_at(item, f"{path}.{index}" if path else str(index))) is not None:
                 return found
     return None
+
+
+QUESTION_TYPE = "question"
+"""A discovery of this type becomes a task for an agent with `data.capability`."""
+
+
+def check_question(type: str, data: dict[str, Any]) -> None:
+    """ValueError unless a question names the capability that should answer it (and its
+    parameters, if any, are an object)."""
+    if type != QUESTION_TYPE:
+        return
+    capability = data.get("capability")
+    if not isinstance(capability, str) or not capability.strip() or len(capability) > 100:
+        raise ValueError("a question needs data.capability: the capability that answers it")
+    if not isinstance(data.get("parameters", {}), dict):
+        raise ValueError("a question's data.parameters must be an object")

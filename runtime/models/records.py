@@ -14,7 +14,14 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runtime.models.common import AgentId, Capability, TypeName, UtcDatetime, utcnow
+from runtime.models.common import (
+    AgentId,
+    Capability,
+    TypeName,
+    UtcDatetime,
+    check_question,
+    utcnow,
+)
 from runtime.models.enums import (
     AgentState,
     MessageKind,
@@ -247,6 +254,14 @@ class Discovery(Record):
     task_id: UUID | None = None
     project_id: UUID | None = None
     created_at: UtcDatetime = Field(default_factory=utcnow)
+    routed_task_id: UUID | None = None
+    """A question's task, once the Aggregator made it."""
+    route_error: str | None = None
+
+    @model_validator(mode="after")
+    def _question(self) -> Self:
+        check_question(self.type, self.data)
+        return self
 
 
 class Message(Record):

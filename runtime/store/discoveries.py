@@ -19,7 +19,7 @@ from runtime.models.events import Event
 from runtime.models.records import Discovery
 from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
-__all__ = ["add", "get", "list_discoveries"]
+__all__ = ["add", "get", "list_discoveries", "mark_routed", "unrouted_questions"]
 
 _COLUMNS = (
     "id",
@@ -35,7 +35,7 @@ _COLUMNS = (
 # real -> text -> float8: the shortest decimal that is this float32, i.e. the value written.
 _SELECT = ", ".join(
     "confidence::text::float8 AS confidence" if column == "confidence" else column
-    for column in _COLUMNS
+    for column in (*_COLUMNS, "routed_task_id", "route_error")
 )
 
 
@@ -76,3 +76,23 @@ async def list_discoveries(
         conn, f"SELECT {_SELECT} FROM discoveries", filters, limit=limit, after=after
     )
     return [Discovery.from_row(row) for row in rows]
+
+
+async def unrouted_questions(conn: Conn, limit: int = 100) -> list[Discovery]:
+    """Questions that have not become a task yet, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_SELECT} FROM discoveries WHERE type = 'question'"
+        " AND routed_task_id IS NULL AND route_error IS NULL ORDER BY created_at LIMIT $1",
+        limit,
+    )
+    return [Discovery.from_row(row) for row in rows]
+
+
+async def mark_routed(conn: Conn, id: UUID, task_id: UUID | None, error: str | None = None) -> None:
+    """Record the task a question became, or why it could not become one."""
+    await conn.execute(
+        "UPDATE discoveries SET routed_task_id = $2, route_error = $3 WHERE id = $1",
+        id,
+        task_id,
+        error,
+    )

@@ -7,3 +7,10 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS error text;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS finished_at timestamptz;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS duration_ms double precision;
 CREATE INDEX IF NOT EXISTS messages_sender_idx ON messages (sender, created_at);
+
+-- A discovery of type `question` becomes a task (the Aggregator routes it): the task it
+-- became, or why it could not become one. Unrouted questions are found by a partial index.
+ALTER TABLE discoveries ADD COLUMN IF NOT EXISTS routed_task_id uuid;
+ALTER TABLE discoveries ADD COLUMN IF NOT EXISTS route_error text;
+CREATE INDEX IF NOT EXISTS discoveries_unrouted_idx ON discoveries (created_at)
+    WHERE type = 'question' AND routed_task_id IS NULL AND route_error IS NULL;
