@@ -51,6 +51,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import ray
 from pydantic import ValidationError
+from ray.exceptions import RayError
 
 from actors.agent import Agent, AgentContext
 from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
@@ -75,7 +76,7 @@ from runtime.models.events import (
     DiscoveryShared,
     Event,
 )
-from runtime.models.records import AgentRecord, Message
+from runtime.models.records import AgentRecord, AgentTemplate, Message
 from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
@@ -238,6 +239,7 @@ class AgentHost(Supervised):
         self._template_id: UUID | None = None
         self._tools = ToolRegistry()
         self._capabilities: list[str] = []
+        self._own_capabilities: list[str] = []
         self._lifecycle = _Lifecycle()
         self._ready = False
         self._stopping = False
@@ -292,15 +294,18 @@ class AgentHost(Supervised):
             agent = import_agent_class(self.agent_class)(**self.params)
             pool = await create_pool(settings.database_dsn, min_size=1, max_size=4)
             try:
-                template_id = await self._resolve_template(pool)
+                template = await self._resolve_template(pool)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await pool.close()
                 raise
             self.settings, self._pool = settings, pool
-            self._template_id = template_id
+            self._template_id = template.id if template else None
             self._tools = self._tool_registry()
-            self._capabilities = sorted(agent.capabilities)
+            # a template made over the API says what its agents can do; else the class
+            declared = template.capabilities if template and template.source == "api" else []
+            self._own_capabilities = sorted(declared or agent.capabilities)
+            self._capabilities = list(self._own_capabilities)
             self.agent = agent
 
     def _bus_future(self) -> asyncio.Future[Bus]:
@@ -345,6 +350,7 @@ class AgentHost(Supervised):
         await self._prepare()
         assert self.agent is not None and self._pool is not None and self.settings is not None
         self._loop = asyncio.get_running_loop()
+        self._capabilities = await self._with_specializations(agent_id)
         stored = await self._register(agent_id)
         saved = stored.saved_state
         self._mailbox = Mailbox(agent_id, self._on_message)
@@ -767,18 +773,42 @@ class AgentHost(Supervised):
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, "tools", "tools")) from None
 
-    async def _resolve_template(self, pool: asyncpg.Pool) -> UUID | None:
-        """The template's id (given as an id or a name), looked up while warming."""
+    async def _resolve_template(self, pool: asyncpg.Pool) -> AgentTemplate | None:
+        """The template (given as an id or a name), looked up while warming."""
         if not self.template:
             return None
         template_id = _uuid(self.template)
         if template_id is not None:
-            return template_id
-        template = await agent_store.get_template_by_name(pool, self.template)
+            template = await agent_store.get_template(pool, template_id)
+        else:
+            template = await agent_store.get_template_by_name(pool, self.template)
         if template is None:
             _log.warning("agent template %r is not registered", self.template)
-            return None
-        return template.id
+        return template
+
+    async def _with_specializations(self, agent_id: str) -> list[str]:
+        """The agent's capabilities: its own and those its specializations add."""
+        assert self._pool is not None
+        extra = await self._pool.fetch(
+            "SELECT capability FROM agent_specializations WHERE agent_id = $1", agent_id
+        )
+        return sorted({*self._own_capabilities, *(row["capability"] for row in extra)})
+
+    async def specialize(self) -> list[str]:
+        """Read this agent's specializations again and have every task manager shard match
+        on them at once (`POST /api/v1/agents/{id}/specializations`). The capabilities."""
+        self._capabilities = await self._with_specializations(self.child_id)
+        assert self._pool is not None
+        await self._pool.execute(
+            "UPDATE agents SET capabilities = $2, updated_at = now() WHERE id = $1",
+            self.child_id,
+            self._capabilities,
+        )
+        for shard in range(self.settings.task_shards if self.settings else 1):
+            with contextlib.suppress(ValueError, RayError):
+                tm = ray.get_actor(f"tm:{shard}", namespace=self.namespace)
+                await tm.update_capabilities.remote(self.child_id, list(self._capabilities))
+        return list(self._capabilities)
 
     async def _close_connections(self) -> None:
         for pending in (self._bus_task, self._bus_ready):

@@ -694,6 +694,15 @@ class TaskManager(Supervised):
         self.registry.register(agent_id, capabilities, handle, capacity)
         self._wake.set()
 
+    async def update_capabilities(self, agent_id: str, capabilities: list[str]) -> None:
+        """The agent gained capabilities (a specialization): match on them from now on,
+        without touching the work it holds."""
+        await self._up.wait()
+        entry = self.registry.get(agent_id)
+        if entry is not None:
+            entry.capabilities = frozenset(capabilities)
+            self._wake.set()
+
     async def agent_down(self, agent_id: str) -> None:
         """A supervisor saw the agent die, hang or its circuit open: stop giving it work.
 

@@ -156,6 +156,17 @@ class _Endpoints:
     def spawn_agent(self, template: str) -> Any:
         return self._send(_Call("POST", "/api/v1/agents", body={"template": template}))
 
+    def add_specialization(self, agent_id: str, capability: str, proficiency: float = 1.0) -> Any:
+        body = {"capability": capability, "proficiency": proficiency}
+        path = f"/api/v1/agents/{agent_id}/specializations"
+        return self._send(_Call("POST", path, body=body))
+
+    def create_template(self, template: dict[str, Any]) -> Any:
+        return self._send(_Call("POST", "/api/v1/templates", body=template))
+
+    def list_templates(self) -> Any:
+        return self._send(_Call("GET", "/api/v1/templates"))
+
     def stop_agent(self, agent_id: str) -> Any:
         return self._send(_Call("DELETE", f"/api/v1/agents/{agent_id}"))
 

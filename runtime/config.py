@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    HttpUrl,
     NatsDsn,
     PostgresDsn,
     StringConstraints,
@@ -36,6 +37,7 @@ __all__ = [
     "CONFIG_FILE_ENV",
     "HeartbeatSettings",
     "HttpSettings",
+    "ModelSettings",
     "Settings",
     "SupervisionSettings",
     "ToolLimits",
@@ -144,6 +146,24 @@ class ToolsSettings(_Section):
         return self
 
 
+class ModelSettings(_Section):
+    """One model of the catalog: an OpenAI-compatible endpoint and how calls to it are
+    guarded (per agent: a token bucket, a circuit breaker, retries on 429 and 5xx)."""
+
+    base_url: HttpUrl = Field(description="The API base, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(min_length=1, max_length=200, description="The endpoint's model id")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="The variable that holds the key"
+    )
+    rate_per_s: float = Field(5.0, gt=0, le=10_000)
+    burst: int = Field(5, ge=1, le=10_000)
+    max_wait_s: float = Field(30.0, ge=0, le=3600)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    max_retries: int = Field(3, ge=0, le=20)
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    reset_timeout_s: float = Field(30.0, gt=0, le=3600)
+
+
 class Settings(BaseSettings):
     """Everything a rayvisor process needs to find its services and behave."""
 
@@ -177,6 +197,9 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(0.5, gt=0, le=60)
     supervision: SupervisionSettings = SupervisionSettings()
     tools: ToolsSettings = ToolsSettings()
+    models: dict[ToolName, ModelSettings] = Field(
+        default_factory=dict, description="The model catalog (`ctx.model(name)`)."
+    )
     memory_max_value_bytes: int = Field(
         65_536, ge=16, le=1_048_576, description="Largest value in shared memory, as JSON."
     )

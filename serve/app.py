@@ -26,6 +26,7 @@ from serve.routes import (
     projects,
     supervisors,
     tasks,
+    templates,
     tools,
 )
 from serve.system import System
@@ -50,6 +51,7 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
         tasks,
         projects,
         agents,
+        templates,
         supervisors,
         discoveries,
         events,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import httpx
 import ray
 import typer
@@ -41,7 +42,14 @@ from runtime.policies import TaskStatus
 from runtime.raycluster import init_ray
 from runtime.services import ensure_services
 from runtime.store import api_keys
-from supervisors.tree import get_root, start_tree, stop_tree, tree_from_settings
+from supervisors.tree import (
+    check_tree,
+    get_root,
+    resolve_pool_templates,
+    start_tree,
+    stop_tree,
+    tree_from_settings,
+)
 
 __all__ = ["app"]
 
@@ -56,7 +64,7 @@ def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) 
     names the system that runs and changes nothing.
     """
     try:
-        spec = tree_from_settings(settings)
+        check_tree(settings)  # before anything starts
     except ConfigError as exc:
         raise fail(str(exc)) from None
     try:
@@ -65,6 +73,10 @@ def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) 
         ownership.claim_database(database_url)
         ownership.claim_port()
     except AlreadyRunning as exc:
+        raise fail(str(exc)) from None
+    try:  # pools that name a registered template read it now the database is up
+        spec = tree_from_settings(asyncio.run(_with_templates(settings, database_url)))
+    except ConfigError as exc:
         raise fail(str(exc)) from None
     with console.status("starting Ray"):
         context = init_ray(settings, database_url, nats_url, dashboard=dashboard)
@@ -75,6 +87,14 @@ def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) 
     )
     with console.status("starting the supervision tree"):
         return start_tree(spec, settings.namespace), context
+
+
+async def _with_templates(settings: Settings, database_url: str) -> Settings:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await resolve_pool_templates(settings, conn)
+    finally:
+        await conn.close()
 
 
 def _ownership(settings: Settings) -> Ownership:

@@ -54,6 +54,7 @@ from ray.exceptions import RayError
 from ray.util.metrics import Counter, Gauge
 
 from runtime.config import load_settings
+from runtime.errors import Conflict
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.models.records import AgentTemplate
@@ -246,9 +247,11 @@ class Supervisor(WarmSpares, Supervised):
         await self._drain_events()
 
     async def _initial_children(self) -> list[ChildSpec]:
-        if self.spec.strategy is not Strategy.SIMPLE_ONE_FOR_ONE:
-            return list(self.spec.children)
         saved = await supervision.children(self._pool, self.spec.id)
+        if self.spec.strategy is not Strategy.SIMPLE_ONE_FOR_ONE:  # its spec's, then added
+            static = {c.id for c in self.spec.children}
+            added = [ChildSpec.model_validate(s) for i, s in saved if i not in static]
+            return [*self.spec.children, *added]
         if saved:
             return [ChildSpec.model_validate(spec) for _, spec in saved]
         specs = [self._pool_spec(n) for n in range(1, self.spec.size + 1)]
@@ -638,6 +641,25 @@ class Supervisor(WarmSpares, Supervised):
                 await self._start_or_handle_failure(child)
         return spec.id
 
+    async def add_child(self, spec: dict[str, Any]) -> str:
+        """Add a child to a one_for_one supervisor (a pool made at run time); it is
+        persisted, so a restart of this supervisor starts it again. Its id, once started."""
+        if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise ValueError(f"{self.spec.id} is a pool: use start_child")
+        child_spec = ChildSpec.model_validate(spec)
+        async with self._lock:
+            if self._find(child_spec.id) is not None:
+                raise Conflict(f"{self.spec.id} already has a child {child_spec.id!r}")
+            await supervision.save_child(
+                self._pool, self.spec.id, child_spec.id, child_spec.model_dump(mode="json")
+            )
+            child = self._new_child(child_spec)
+            self.children.append(child)
+        async with child.lock:
+            if child.generation == 0 and child in self.children and self.state not in _DOWN:
+                await self._start_or_handle_failure(child)
+        return child_spec.id
+
     async def terminate_child(self, child_id: str) -> bool:
         child = self._find(child_id)
         if child is None:
@@ -647,8 +669,7 @@ class Supervisor(WarmSpares, Supervised):
                 return False
             self.children.remove(child)  # first: no scheduled restart or probe revives it
             await self._stop(child, "terminated")
-            if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-                await supervision.remove_child(self._pool, self.spec.id, child_id)
+            await supervision.remove_child(self._pool, self.spec.id, child_id)  # if saved
             self._emit(Kind.CHILD_EXITED, child, "terminated", {"abnormal": False})
             return True
 

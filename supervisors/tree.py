@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from runtime.config import Settings, format_validation_error
 from runtime.errors import ConfigError
+from runtime.models.records import AgentTemplate
+from runtime.store import agents as agent_store
 from supervisors.spec import (
     BackoffSpec,
     BreakerSpec,
@@ -47,11 +49,14 @@ __all__ = [
     "PoolSpec",
     "TreeSpec",
     "build_root_spec",
+    "check_tree",
     "get_root",
     "pool_actor_name",
     "pool_supervisor_id",
+    "resolve_pool_templates",
     "start_tree",
     "stop_tree",
+    "template_pool",
     "tree_from_settings",
 ]
 
@@ -69,8 +74,16 @@ class PoolSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    agent: str = Field(min_length=3, description="`module:Class` of the Agent subclass")
+    agent: str | None = Field(
+        None, min_length=3, description="`module:Class` of the Agent subclass"
+    )
+    template: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="A template registered over the API (instead of `agent`); `up` reads it",
+    )
     size: int = Field(1, ge=0, le=1000)
+    num_cpus: float = Field(0.0, ge=0, le=1024, description="Ray CPUs each agent takes")
     standby: int = Field(0, ge=0, le=100)
     restart: Restart = Restart.PERMANENT
     params: dict[str, Any] = Field(default_factory=dict)
@@ -80,6 +93,23 @@ class PoolSpec(BaseModel):
     backoff: BackoffSpec | None = None
     heartbeat: HeartbeatSpec | None = None
     breaker: BreakerSpec | None = None
+
+    @model_validator(mode="after")
+    def _agent_or_template(self) -> Self:
+        if (self.agent is None) == (self.template is None):
+            raise ValueError("give exactly one of agent (a class) or template (a registered one)")
+        return self
+
+    def with_template(self, template: AgentTemplate) -> PoolSpec:
+        """This pool with its template's class, parameters (under the pool's own) and CPUs."""
+        return self.model_copy(
+            update={
+                "agent": template.class_path,
+                "template": None,
+                "params": {**template.parameters, **self.params},
+                "num_cpus": self.num_cpus or float(template.resources.get("num_cpus", 0.0)),
+            }
+        )
 
 
 class TreeSpec(BaseModel):
@@ -134,6 +164,12 @@ def pool_actor_name(template: str) -> str:
 
 
 def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any]) -> ChildSpec:
+    if pool.agent is None:
+        raise ConfigError(
+            f"pool {pool.id} names template {pool.template!r}: read it first"
+            " (resolve_pool_templates)",
+            field="tree.pools",
+        )
     """A pool supervisor; the pool's own policy keys override the defaults key by key.
 
     The tools configuration travels in the spec, so every agent host on every node uses the
@@ -160,6 +196,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any])
                 "template": pool.id,
                 "params": pool.params,
                 "kwargs": {"tools": tools},
+                "num_cpus": pool.num_cpus,
                 "restart": pool.restart,
             },
             "size": pool.size,
@@ -253,6 +290,14 @@ DEFAULT_TREE: dict[str, Any] = {
 `rayvisor analyze`) runs out of the box."""
 
 
+def check_tree(settings: Settings) -> TreeSpec:
+    """The `tree:` section, validated (templates not read yet); a ConfigError otherwise."""
+    try:
+        return TreeSpec.model_validate(settings.tree if settings.tree is not None else DEFAULT_TREE)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
+
+
 def tree_from_settings(settings: Settings) -> SupervisorSpec:
     """The tree of rayvisor.yaml's `tree:` section (`DEFAULT_TREE` when there is none); a
     ConfigError names any bad field."""
@@ -261,6 +306,33 @@ def tree_from_settings(settings: Settings) -> SupervisorSpec:
         return build_root_spec(tree, settings)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
+
+
+def template_pool(template: AgentTemplate, settings: Settings, size: int = 1) -> ChildSpec:
+    """A pool of `size` agents of a registered template, to add under `sup:agents` at run
+    time (`POST /api/v1/agents` for a template no pool runs)."""
+    pool = PoolSpec(id=template.name, template=template.name, size=size).with_template(template)
+    return _pool_child(pool, _policies(settings), settings.tools.model_dump(mode="json"))
+
+
+async def resolve_pool_templates(settings: Settings, conn: Any) -> Settings:
+    """Settings whose pools that name a registered template get its class and parameters;
+    a ConfigError names a template that is not registered."""
+    tree = check_tree(settings)
+    pools = []
+    for pool in tree.pools:
+        if pool.template is None:
+            pools.append(pool)
+            continue
+        template = await agent_store.get_template_by_name(conn, pool.template)
+        if template is None:
+            raise ConfigError(
+                f"pool {pool.id}: no template named {pool.template!r} is registered",
+                field="tree.pools",
+            )
+        pools.append(pool.with_template(template))
+    resolved = tree.model_copy(update={"pools": pools}).model_dump(mode="json")
+    return settings.model_copy(update={"tree": resolved})
 
 
 def get_root(namespace: str) -> Any | None:

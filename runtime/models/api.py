@@ -32,7 +32,10 @@ __all__ = [
     "ProjectCreate",
     "ProjectTask",
     "ProjectView",
+    "SpecializationCreate",
     "TaskCreate",
+    "TemplateCreate",
+    "TemplateResources",
 ]
 
 T = TypeVar("T")
@@ -148,6 +151,33 @@ class AgentSpawn(_Body):
     """`POST /api/v1/agents`: one more agent in the pool that runs `template`."""
 
     template: TypeName
+
+
+class TemplateResources(_Body):
+    num_cpus: float = Field(0.0, ge=0, le=1024)
+
+
+class TemplateCreate(_Body):
+    """`POST /api/v1/templates`: what agents are made from. `capabilities` empty: the
+    class's own."""
+
+    name: TypeName
+    class_path: str = Field(
+        min_length=3, max_length=300, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="`module:Class` of an Agent subclass",
+    )  # fmt: skip
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[Capability] = Field(default_factory=list, max_length=100)
+    description: str = Field(default="", max_length=2000)
+    model: str | None = Field(default=None, min_length=1, max_length=100)
+    resources: TemplateResources = TemplateResources()
+
+
+class SpecializationCreate(_Body):
+    """`POST /api/v1/agents/{id}/specializations`: one more capability for one agent."""
+
+    capability: Capability
+    proficiency: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class AgentSpawned(BaseModel):

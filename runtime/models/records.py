@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -162,7 +162,7 @@ class Task(Record):
 class AgentTemplate(Record):
     """What agents are made from: a class path, its parameters and capabilities."""
 
-    json_columns = frozenset({"parameters"})
+    json_columns = frozenset({"parameters", "resources"})
 
     id: UUID = Field(default_factory=uuid4)
     name: TypeName
@@ -170,6 +170,12 @@ class AgentTemplate(Record):
     capabilities: list[Capability] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+    model: str | None = None
+    """The model (from the model catalog) its agents call through `ctx.model()`."""
+    resources: dict[str, Any] = Field(default_factory=dict)
+    """What each agent takes from Ray: `num_cpus`."""
+    source: Literal["pool", "api"] = "pool"
+    """Made by a pool of rayvisor.yaml (updated at each of its starts) or by the API."""
     created_at: UtcDatetime = Field(default_factory=utcnow)
     updated_at: UtcDatetime = Field(default_factory=utcnow)
 

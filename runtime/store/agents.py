@@ -26,6 +26,7 @@ from runtime.store._tx import Conn, atomic
 
 __all__ = [
     "add_specialization",
+    "create_template",
     "delete_agent",
     "get_agent",
     "get_template",
@@ -50,6 +51,9 @@ _TEMPLATE_COLUMNS = (
     "capabilities",
     "parameters",
     "description",
+    "model",
+    "resources",
+    "source",
     "created_at",
     "updated_at",
 )
@@ -78,18 +82,31 @@ def _placeholders(count: int) -> str:
 # Templates
 
 
-async def upsert_template(conn: Conn, template: AgentTemplate) -> AgentTemplate:
-    """Create the template, or update the one of the same name (keeping its id)."""
+async def upsert_template(conn: Conn, template: AgentTemplate) -> AgentTemplate | None:
+    """Create the template, or update the one of the same name (keeping its id) unless the
+    API made that one; None when it is left as it is."""
     row = await conn.fetchrow(
         f"INSERT INTO agent_templates ({', '.join(_TEMPLATE_COLUMNS)})"
         f" VALUES ({_placeholders(len(_TEMPLATE_COLUMNS))})"
         " ON CONFLICT (name) DO UPDATE SET class_path = EXCLUDED.class_path,"
         " capabilities = EXCLUDED.capabilities, parameters = EXCLUDED.parameters,"
         " description = EXCLUDED.description, updated_at = now()"
+        " WHERE agent_templates.source = 'pool' AND EXCLUDED.source = 'pool'"
         " RETURNING *",
         *(getattr(template, column) for column in _TEMPLATE_COLUMNS),
     )
-    return AgentTemplate.from_row(row)
+    return AgentTemplate.from_row(row) if row else None
+
+
+async def create_template(conn: Conn, template: AgentTemplate) -> AgentTemplate | None:
+    """Create the template; None if one of that name exists (it is left as it is)."""
+    row = await conn.fetchrow(
+        f"INSERT INTO agent_templates ({', '.join(_TEMPLATE_COLUMNS)})"
+        f" VALUES ({_placeholders(len(_TEMPLATE_COLUMNS))})"
+        " ON CONFLICT (name) DO NOTHING RETURNING *",
+        *(getattr(template, column) for column in _TEMPLATE_COLUMNS),
+    )
+    return AgentTemplate.from_row(row) if row else None
 
 
 async def get_template(conn: Conn, id: UUID) -> AgentTemplate | None:

@@ -73,3 +73,81 @@ def test_a_tool_task_runs_the_tool_and_each_call_is_recorded_with_the_task(
         with pytest.raises(ApiError) as missing:
             client.tool_executions(str(uuid4()))
         assert missing.value.status == 404
+
+
+def test_templates_register_list_and_refuse_bad_ones(system: HttpSystem) -> None:
+    name = f"triage_{uuid4().hex[:6]}"
+    body = {
+        "name": name,
+        "class_path": "actors.builtin.echo:EchoAgent",
+        "capabilities": ["triage"],
+        "parameters": {"greeting": "hi"},
+        "resources": {"num_cpus": 0},
+    }
+    with system.raw() as http:
+        admin = {"Authorization": f"Bearer {system.keys['admin']}"}
+        created = http.post("/api/v1/templates", json=body, headers=admin)
+        assert created.status_code == 201, created.text
+        assert created.json()["capabilities"] == ["triage"]
+        assert created.json()["source"] == "api"
+        assert http.post("/api/v1/templates", json=body, headers=admin).status_code == 409
+        listed = http.get("/api/v1/templates", headers=admin).json()
+        assert name in {t["name"] for t in listed}
+        assert http.get(f"/api/v1/templates/{name}", headers=admin).json()["parameters"] == {
+            "greeting": "hi"
+        }
+        assert http.get("/api/v1/templates/no_such", headers=admin).status_code == 404
+        for field, value, reason in [
+            ("class_path", "no_such_module:Agent", "cannot import"),
+            ("class_path", "runtime.config:Settings", "is not an Agent subclass"),
+            ("class_path", "not a path", "should match pattern"),
+            ("model", "gpt-nothing", "no model 'gpt-nothing' in the catalog"),
+            ("name", "Bad Name", "should match pattern"),
+        ]:
+            bad = http.post(
+                "/api/v1/templates",
+                json={**body, "name": f"x_{uuid4().hex[:6]}", field: value}
+                if field != "name"
+                else {**body, "name": value},
+                headers=admin,
+            )
+            assert bad.status_code == 422, bad.text
+            [error] = bad.json()["errors"]
+            assert error["field"] == f"body.{field}" and reason in error["reason"], error
+        writer = {"Authorization": f"Bearer {system.keys['write']}"}
+        assert http.post("/api/v1/templates", json=body, headers=writer).status_code == 403
+
+
+def test_an_agent_spawned_from_a_template_runs_tasks_and_a_specialization_changes_matching(
+    system: HttpSystem,
+) -> None:
+    name = f"triage_{uuid4().hex[:6]}"
+    with system.client() as client:
+        client.create_template(
+            {"name": name, "class_path": "actors.builtin.echo:EchoAgent",
+             "capabilities": ["triage"]}
+        )  # fmt: skip
+        spawned = client.spawn_agent(name)
+        assert spawned["template"] == name
+        agent_id = spawned["agent_id"]
+        task = client.submit_task(
+            {"title": "triage", "required_capabilities": ["triage"], "parameters": {"n": 1}}
+        )
+        done = client.wait_task(task["id"], timeout_s=90)
+        assert done["status"] == "completed" and done["assigned_to"] == agent_id
+        second = client.spawn_agent(name)  # the pool exists now: it grows
+        assert second["agent_id"] != agent_id
+        assert second["supervisor_id"] == spawned["supervisor_id"]
+
+        waiting = client.submit_task(
+            {"title": "rare", "required_capabilities": ["incident_review"], "max_attempts": 1}
+        )
+        assert client.get_task(waiting["id"])["status"] in ("pending", "queued")
+        specializations = client.add_specialization(agent_id, "incident_review", 0.7)
+        assert [(s["capability"], s["proficiency"]) for s in specializations] == [
+            ("incident_review", 0.7)
+        ]
+        done = client.wait_task(waiting["id"], timeout_s=60)
+        assert done["status"] == "completed" and done["assigned_to"] == agent_id
+        assert "incident_review" in client.get_agent(agent_id)["capabilities"]
+        client.stop_agent(second["agent_id"])

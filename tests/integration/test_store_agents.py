@@ -201,3 +201,15 @@ async def test_delete_agent_takes_its_history_with_it(pool: asyncpg.Pool) -> Non
     assert await event_count(pool, agent.id) == 0
     assert await agents.specializations(pool, agent.id) == []
     assert not await agents.delete_agent(pool, agent.id)
+
+
+async def test_a_pool_start_never_changes_a_template_made_over_the_api(pool) -> None:
+    name = f"tpl_{uuid.uuid4().hex[:8]}"
+    made = await agents.create_template(
+        pool, AgentTemplate(name=name, class_path="a.B", capabilities=["triage"], source="api")
+    )
+    assert made is not None and made.source == "api"
+    assert await agents.create_template(pool, AgentTemplate(name=name, class_path="a.C")) is None
+    assert await agents.upsert_template(pool, AgentTemplate(name=name, class_path="a.C")) is None
+    kept = await agents.get_template_by_name(pool, name)
+    assert kept is not None and (kept.class_path, kept.capabilities) == ("a.B", ["triage"])

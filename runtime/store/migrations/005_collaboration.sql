@@ -14,3 +14,12 @@ ALTER TABLE discoveries ADD COLUMN IF NOT EXISTS routed_task_id uuid;
 ALTER TABLE discoveries ADD COLUMN IF NOT EXISTS route_error text;
 CREATE INDEX IF NOT EXISTS discoveries_unrouted_idx ON discoveries (created_at)
     WHERE type = 'question' AND routed_task_id IS NULL AND route_error IS NULL;
+
+-- Templates name the model (from the model catalog) their agents use, and the resources
+-- each agent of the template takes (`num_cpus`).
+ALTER TABLE agent_templates ADD COLUMN IF NOT EXISTS model text;
+ALTER TABLE agent_templates ADD COLUMN IF NOT EXISTS resources jsonb NOT NULL DEFAULT '{}';
+-- Who made the template: a pool of rayvisor.yaml (kept in step with it at each start) or
+-- the API (`POST /api/v1/templates`: a pool start never changes it).
+ALTER TABLE agent_templates ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT 'pool'
+    CHECK (source IN ('pool', 'api'));
