@@ -29,6 +29,7 @@ from uuid import UUID
 from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
 from actors.messaging import Messenger
 from runtime.errors import LogicalError, NotFound
+from runtime.llm import ModelClient
 from runtime.memory import DEFAULT_MAX_VALUE_BYTES, SharedMemory
 from runtime.models.events import DiscoveryShared, TaskProgress
 from runtime.models.records import Discovery, Message
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from runtime.bus import Bus
+    from runtime.config import ModelSettings
     from runtime.tools import ToolRunner
 
 __all__ = ["Agent", "AgentContext"]
@@ -124,6 +126,7 @@ class AgentContext:
         tools: ToolRunner | None = None,
         feed: DiscoveryFeed | None = None,
         connect: Callable[[], object] | None = None,
+        models: dict[str, ModelSettings] | None = None,
         memory_max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
     ) -> None:
         self.agent_id = agent_id
@@ -136,6 +139,8 @@ class AgentContext:
         self._messages: Messenger | None = None
         self._feed = feed
         self._connect = connect
+        self._models = dict(models or {})
+        self._model_clients: dict[str, ModelClient] = {}
         self._memory_max_value_bytes = memory_max_value_bytes
 
     # ---- durable state -------------------------------------------------------------------
@@ -268,6 +273,29 @@ class AgentContext:
             self._messages = Messenger(self.agent_id, self._require_pool(), self._require_bus)
         return self._messages
 
+    # ---- models --------------------------------------------------------------------------
+
+    def default_model(self) -> str:
+        """The first model of the catalog; a LogicalError when there is none."""
+        if not self._models:
+            raise LogicalError("no model is configured (models: in rayvisor.yaml)")
+        return next(iter(self._models))
+
+    def model(self, name: str) -> BoundModel:
+        """The model `name` of the catalog (`models:` in rayvisor.yaml): `await
+        ctx.model("fast").chat([{"role": "user", "content": "..."}], max_tokens=200)`.
+        Calls are rate limited, retried on 429/5xx, circuit-broken and recorded
+        (`runtime.llm`)."""
+        client = self._model_clients.get(name)
+        if client is None:
+            settings = self._models.get(name)
+            if settings is None:
+                known = ", ".join(sorted(self._models)) or "none configured"
+                raise LogicalError(f"no model {name!r} in the catalog ({known})")
+            client = ModelClient(name, settings, self._require_pool(), self.agent_id)
+            self._model_clients[name] = client
+        return BoundModel(client, self)
+
     # ---- shared memory -------------------------------------------------------------------
 
     def memory(self, scope: str) -> SharedMemory:
@@ -316,6 +344,18 @@ class AgentContext:
                 raise RuntimeError(f"agent {self.agent_id}: NATS not connected yet") from None
             self._bus = bus
         return bus
+
+
+class BoundModel:
+    """A model client that records its calls against the context's current task."""
+
+    def __init__(self, client: ModelClient, ctx: AgentContext) -> None:
+        self.client = client
+        self._ctx = ctx
+
+    async def chat(self, messages: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+        task_id = _uuid_or_none((self._ctx.task or {}).get("id"))
+        return await self.client.chat(messages, task_id, **options)
 
 
 def _uuid_or_none(value: Any) -> UUID | None:

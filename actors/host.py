@@ -58,7 +58,13 @@ from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
 from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
-from runtime.config import Settings, ToolsSettings, format_validation_error, load_settings
+from runtime.config import (
+    ModelSettings,
+    Settings,
+    ToolsSettings,
+    format_validation_error,
+    load_settings,
+)
 from runtime.errors import (
     ConfigError,
     Conflict,
@@ -223,12 +229,14 @@ class AgentHost(Supervised):
         params: dict[str, Any] | None = None,
         template: str | None = None,
         tools: dict[str, Any] | None = None,
+        models: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.agent_class = agent_class
         self.params = dict(params or {})
         self.template = template
         self.tools_config = tools  # None: this worker's own settings
+        self.models_config = models  # the model catalog, likewise
         self.agent: Agent | None = None
         self.ctx: AgentContext | None = None
         self.settings: Settings | None = None
@@ -363,6 +371,7 @@ class AgentHost(Supervised):
             tools=ToolRunner(self._tools, self._pool, agent_id),
             feed=self._feed,
             connect=self._start_bus,
+            models=self._model_catalog(),
             memory_max_value_bytes=self.settings.memory_max_value_bytes,
         )
         try:
@@ -763,6 +772,12 @@ class AgentHost(Supervised):
                 await bus.publish(event, timeout_s=interval_s)
             except Exception as exc:  # NATS down: the next beat tries again
                 _log.debug("heartbeat of %s not sent: %r", self.child_id, exc)
+
+    def _model_catalog(self) -> dict[str, ModelSettings]:
+        assert self.settings is not None
+        if self.models_config is None:
+            return dict(self.settings.models)
+        return {n: ModelSettings.model_validate(m) for n, m in self.models_config.items()}
 
     def _tool_registry(self) -> ToolRegistry:
         assert self.settings is not None

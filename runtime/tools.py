@@ -33,6 +33,7 @@ from runtime.policies import CircuitBreaker, CircuitState, TokenBucket
 from runtime.store import tools as tool_store
 
 __all__ = [
+    "Guard",
     "RateLimited",
     "Tool",
     "ToolRefused",
@@ -137,16 +138,39 @@ class ToolRegistry:
         return iter(self._tools[name] for name in self.names())
 
 
-class _Guard:
-    """One tool's token bucket and circuit breaker, on the monotonic clock."""
+class Guard:
+    """One tool's (or model's) token bucket and circuit breaker, on the monotonic clock."""
 
-    def __init__(self, limits: ToolLimits) -> None:
-        self.bucket = TokenBucket(limits.rate_per_s, limits.burst)
+    def __init__(
+        self, rate_per_s: float, burst: int, failure_threshold: int, reset_timeout_s: float
+    ) -> None:
+        self.bucket = TokenBucket(rate_per_s, burst)
         self.breaker = CircuitBreaker(
-            limits.failure_threshold,
-            limits.reset_timeout_s,
-            max_reset_timeout_s=max(limits.reset_timeout_s, 10 * limits.reset_timeout_s),
+            failure_threshold, reset_timeout_s, max_reset_timeout_s=10 * reset_timeout_s
         )
+
+    @classmethod
+    def of(cls, limits: ToolLimits) -> Guard:
+        return cls(
+            limits.rate_per_s, limits.burst, limits.failure_threshold, limits.reset_timeout_s
+        )
+
+    async def take_token(self, max_wait_s: float) -> bool:
+        """Wait for a token, at most `max_wait_s`; False if none would come in time."""
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if self.bucket.try_acquire(now):
+                return True
+            delay = self.bucket.retry_after(now)
+            if now + delay - started > max_wait_s:
+                return False
+            await asyncio.sleep(delay)
+
+    def retry_in(self) -> float:
+        """Seconds until an open circuit half-opens."""
+        now = time.monotonic()
+        return max(0.0, (self.breaker.retry_at or now) - now)
 
 
 class ToolRunner:
@@ -156,7 +180,7 @@ class ToolRunner:
         self.registry = registry
         self.agent_id = agent_id
         self._pool = pool
-        self._guards: dict[str, _Guard] = {}
+        self._guards: dict[str, Guard] = {}
 
     def circuit(self, name: str) -> CircuitState:
         """The state of a tool's circuit now (closed for a tool not called yet)."""
@@ -179,16 +203,14 @@ class ToolRunner:
             )
             await self._refused(name, arguments, task_id, reason)
             raise LogicalError(reason, {"tool": name}) from None
-        guard = self._guards.setdefault(name, _Guard(tool.limits))
-        waited_s = await self._take_token(guard, tool.limits.max_wait_s)
-        if waited_s is None:
+        guard = self._guards.get(name) or self._guards.setdefault(name, Guard.of(tool.limits))
+        if not await guard.take_token(tool.limits.max_wait_s):
             reason = f"tool {name}: rate limit of {tool.limits.rate_per_s}/s, no token within "
             reason += f"{tool.limits.max_wait_s}s"
             await self._refused(name, arguments, task_id, reason)
             raise RateLimited(reason, {"tool": name})
-        now = time.monotonic()
-        if not guard.breaker.try_acquire(now):
-            retry_in = max(0.0, (guard.breaker.retry_at or now) - now)
+        if not guard.breaker.try_acquire(time.monotonic()):
+            retry_in = guard.retry_in()
             reason = f"tool {name}: circuit open after repeated failures; retry in {retry_in:.1f}s"
             await self._refused(name, arguments, task_id, reason)
             raise ToolUnavailable(reason, {"tool": name, "retry_in_s": round(retry_in, 3)})
@@ -197,7 +219,7 @@ class ToolRunner:
     async def _run(
         self,
         tool: Tool,
-        guard: _Guard,
+        guard: Guard,
         parameters: BaseModel,
         arguments: dict[str, Any],
         task_id: UUID | None,
@@ -229,19 +251,6 @@ class ToolRunner:
         await tool_store.finish(self._pool, execution.id, ToolStatus.SUCCEEDED, output=output)
         return output
 
-    @staticmethod
-    async def _take_token(guard: _Guard, max_wait_s: float) -> float | None:
-        """Seconds waited for a token, or None if none came within `max_wait_s`."""
-        started = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if guard.bucket.try_acquire(now):
-                return now - started
-            delay = guard.bucket.retry_after(now)
-            if now + delay - started > max_wait_s:
-                return None
-            await asyncio.sleep(delay)
-
     async def _refused(
         self, name: str, arguments: dict[str, Any], task_id: UUID | None, reason: str
     ) -> None:
@@ -250,14 +259,8 @@ class ToolRunner:
             agent_id=self.agent_id,
             tool=name[:200] or "(none)",
             input=_jsonable(arguments),
-            status=ToolStatus.REJECTED,
-            error=reason[:2000],
         )
-        row = await tool_store.start(self._pool, execution)
-        await self._pool.execute(
-            "UPDATE tool_executions SET finished_at = started_at, duration_ms = 0 WHERE id = $1",
-            row.id,
-        )
+        await tool_store.refuse(self._pool, execution, reason)
 
 
 def _failure(tool: Tool, exc: BaseException) -> tuple[ToolStatus, BaseException]:

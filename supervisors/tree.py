@@ -163,7 +163,7 @@ def pool_actor_name(template: str) -> str:
     return f"sup:pool:{template}"
 
 
-def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any]) -> ChildSpec:
+def _pool_child(pool: PoolSpec, defaults: dict[str, Any], extras: dict[str, Any]) -> ChildSpec:
     if pool.agent is None:
         raise ConfigError(
             f"pool {pool.id} names template {pool.template!r}: read it first"
@@ -172,8 +172,9 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any])
         )
     """A pool supervisor; the pool's own policy keys override the defaults key by key.
 
-    The tools configuration travels in the spec, so every agent host on every node uses the
-    driver's `rayvisor.yaml`, not whatever its worker's environment holds."""
+    `extras` (the tools and the model catalog) travel in the spec, so every agent host on
+    every node uses the driver's `rayvisor.yaml`, not whatever its worker's environment
+    holds."""
     overrides: dict[str, Any] = {
         k: v
         for k, v in pool.model_dump(include={"max_restarts", "period_s", "on_intensity"}).items()
@@ -195,7 +196,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any], tools: dict[str, Any])
                 "agent": pool.agent,
                 "template": pool.id,
                 "params": pool.params,
-                "kwargs": {"tools": tools},
+                "kwargs": extras,
                 "num_cpus": pool.num_cpus,
                 "restart": pool.restart,
             },
@@ -227,7 +228,7 @@ def _core_policies(defaults: dict[str, Any], children: int) -> dict[str, Any]:
 def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     """The whole tree as one spec: root -> core, agents -> one pool per template."""
     defaults = _policies(settings)
-    tools = settings.tools.model_dump(mode="json")
+    extras = _host_extras(settings)
     core_children = [
         ChildSpec(
             id=f"tm-{shard}",
@@ -255,7 +256,7 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
         id="core", children=core_children, **_core_policies(defaults, len(core_children))
     )
     agents = SupervisorSpec(
-        id="agents", children=[_pool_child(p, defaults, tools) for p in tree.pools], **defaults
+        id="agents", children=[_pool_child(p, defaults, extras) for p in tree.pools], **defaults
     )
     return SupervisorSpec(
         id="root",
@@ -293,16 +294,30 @@ DEFAULT_TREE: dict[str, Any] = {
 def check_tree(settings: Settings) -> TreeSpec:
     """The `tree:` section, validated (templates not read yet); a ConfigError otherwise."""
     try:
-        return TreeSpec.model_validate(settings.tree if settings.tree is not None else DEFAULT_TREE)
+        return TreeSpec.model_validate(
+            settings.tree if settings.tree is not None else _default_tree(settings)
+        )
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
 
 
+LLM_POOL = {"id": "llm", "agent": "actors.builtin.llm:LlmAgent", "size": 1}
+"""Part of the default tree when the model catalog names a model (and only then)."""
+
+
+def _default_tree(settings: Settings) -> dict[str, Any]:
+    if not settings.models:
+        return DEFAULT_TREE
+    return {**DEFAULT_TREE, "pools": [*DEFAULT_TREE["pools"], LLM_POOL]}
+
+
 def tree_from_settings(settings: Settings) -> SupervisorSpec:
-    """The tree of rayvisor.yaml's `tree:` section (`DEFAULT_TREE` when there is none); a
-    ConfigError names any bad field."""
+    """The tree of rayvisor.yaml's `tree:` section (`DEFAULT_TREE`, with the `llm` agent
+    when a model is configured, when there is none); a ConfigError names any bad field."""
     try:
-        tree = TreeSpec.model_validate(settings.tree if settings.tree is not None else DEFAULT_TREE)
+        tree = TreeSpec.model_validate(
+            settings.tree if settings.tree is not None else _default_tree(settings)
+        )
         return build_root_spec(tree, settings)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
@@ -312,7 +327,15 @@ def template_pool(template: AgentTemplate, settings: Settings, size: int = 1) ->
     """A pool of `size` agents of a registered template, to add under `sup:agents` at run
     time (`POST /api/v1/agents` for a template no pool runs)."""
     pool = PoolSpec(id=template.name, template=template.name, size=size).with_template(template)
-    return _pool_child(pool, _policies(settings), settings.tools.model_dump(mode="json"))
+    return _pool_child(pool, _policies(settings), _host_extras(settings))
+
+
+def _host_extras(settings: Settings) -> dict[str, Any]:
+    """What every agent host gets from the driver's settings: tools and models."""
+    return {
+        "tools": settings.tools.model_dump(mode="json"),
+        "models": {name: m.model_dump(mode="json") for name, m in settings.models.items()},
+    }
 
 
 async def resolve_pool_templates(settings: Settings, conn: Any) -> Settings:

@@ -14,7 +14,7 @@ import asyncpg
 from runtime.models.enums import ToolStatus
 from runtime.models.records import ToolExecution
 
-__all__ = ["finish", "list_for_task", "start"]
+__all__ = ["finish", "list_for_task", "refuse", "start"]
 
 _COLUMNS = (
     "id",
@@ -41,6 +41,19 @@ async def start(conn: Conn, execution: ToolExecution) -> ToolExecution:
         *(getattr(execution, column) for column in _COLUMNS),
     )
     return ToolExecution.from_row(row)
+
+
+async def refuse(conn: Conn, execution: ToolExecution, reason: str) -> ToolExecution:
+    """Record a call refused before it ran: `rejected`, ended as it started."""
+    refused = execution.model_copy(
+        update={
+            "status": ToolStatus.REJECTED,
+            "error": reason[:2000],
+            "finished_at": execution.started_at,
+            "duration_ms": 0.0,
+        }
+    )
+    return await start(conn, refused)
 
 
 async def finish(

@@ -14,7 +14,9 @@ from runtime.models.records import Task, ToolExecution
 from runtime.store import tasks as task_store
 from runtime.store import tools as tool_store
 from serve.auth import require
-from serve.deps import Cursor, SystemDep, decode_cursor, page_of
+from serve.deps import Cursor, SystemDep, bad_input, decode_cursor, page_of
+
+LLM_CAPABILITY = "llm"
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -34,6 +36,12 @@ async def create_task(
     ] = None,
 ) -> JSONResponse:
     """Submit a task. The same `Idempotency-Key` again returns the first task (200)."""
+    if LLM_CAPABILITY in body.required_capabilities and not system.settings.models:
+        raise bad_input(
+            "body.required_capabilities",
+            f"no model is configured (models: in rayvisor.yaml), so no agent offers"
+            f" {LLM_CAPABILITY!r}",
+        )
     item = body.model_dump(mode="json")
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key

@@ -151,3 +151,16 @@ def test_an_agent_spawned_from_a_template_runs_tasks_and_a_specialization_change
         assert done["status"] == "completed" and done["assigned_to"] == agent_id
         assert "incident_review" in client.get_agent(agent_id)["capabilities"]
         client.stop_agent(second["agent_id"])
+
+
+def test_a_task_needing_llm_without_a_model_is_refused_at_submit(system: HttpSystem) -> None:
+    with system.raw() as http:
+        refused = http.post(
+            "/api/v1/tasks",
+            json={"title": "ask", "required_capabilities": ["llm"], "parameters": {"prompt": "?"}},
+            headers={"Authorization": f"Bearer {system.keys['write']}"},
+        )
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["errors"]
+    assert error["field"] == "body.required_capabilities"
+    assert "no model is configured" in error["reason"] and "'llm'" in error["reason"]
