@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(0.5, gt=0, le=60)
     supervision: SupervisionSettings = SupervisionSettings()
     tools: ToolsSettings = ToolsSettings()
+    template_packages: list[str] = Field(
+        default_factory=lambda: ["actors"],
+        description="Packages whose Agent classes templates made over the API may name.",
+    )
     models: dict[ToolName, ModelSettings] = Field(
         default_factory=dict, description="The model catalog (`ctx.model(name)`)."
     )

@@ -22,9 +22,17 @@ router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 NamePath = Annotated[str, Path(pattern=TYPE_NAME_PATTERN)]
 
 
-def agent_class(class_path: str) -> type[Agent]:
-    """The Agent subclass at `module:Class`; a 422 naming `body.class_path` otherwise."""
+def agent_class(class_path: str, packages: list[str]) -> type[Agent]:
+    """The Agent subclass at `module:Class` in one of `packages` (importing a module runs
+    it: only those the configuration names); a 422 naming `body.class_path` otherwise."""
     module_name, _, name = class_path.partition(":")
+    if module_name.split(".")[0] not in packages:
+        allowed = ", ".join(packages) or "none"
+        raise bad_input(
+            "body.class_path",
+            f"{module_name!r} is not in a package templates may use ({allowed};"
+            " template_packages in rayvisor.yaml)",
+        )
     try:
         found = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as exc:
@@ -38,7 +46,7 @@ def agent_class(class_path: str) -> type[Agent]:
 async def create_template(body: TemplateCreate, system: SystemDep) -> AgentTemplate:
     """Register a template (409 if the name is taken). Without `capabilities`, the class's
     own; with a `model`, one the model catalog names."""
-    cls = agent_class(body.class_path)
+    cls = agent_class(body.class_path, system.settings.template_packages)
     if body.model is not None and body.model not in system.settings.models:
         known = ", ".join(sorted(system.settings.models)) or "none configured"
         raise bad_input("body.model", f"no model {body.model!r} in the catalog ({known})")

@@ -98,8 +98,9 @@ def test_templates_register_list_and_refuse_bad_ones(system: HttpSystem) -> None
         }
         assert http.get("/api/v1/templates/no_such", headers=admin).status_code == 404
         for field, value, reason in [
-            ("class_path", "no_such_module:Agent", "cannot import"),
-            ("class_path", "runtime.config:Settings", "is not an Agent subclass"),
+            ("class_path", "actors.no_such_module:Agent", "cannot import"),
+            ("class_path", "actors.builtin.tool_caller:ToolCall", "is not an Agent subclass"),
+            ("class_path", "os:system", "not in a package templates may use (actors;"),
             ("class_path", "not a path", "should match pattern"),
             ("model", "gpt-nothing", "no model 'gpt-nothing' in the catalog"),
             ("name", "Bad Name", "should match pattern"),
