@@ -12,6 +12,11 @@ Guarantees an agent can rely on:
 - A `LogicalError` (or a ValueError/TypeError/KeyError) fails the task, not the agent; a
   `TransientError` is retried; a `FatalError` or any other exception means the agent is
   unfit: the task is retried elsewhere and the agent is restarted (`runtime.errors`).
+- `on_discovery` and `on_message` run beside the current task, with `ctx.task` None.
+
+What `ctx` offers beyond that lives in its own module: messages (`actors.messaging`),
+discoveries to agents (`actors.discovery_feed`), tools (`runtime.tools`), shared memory
+(`runtime.memory`), models (`runtime.llm`).
 """
 
 from __future__ import annotations
