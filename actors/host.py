@@ -50,19 +50,15 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import ray
-from pydantic import ValidationError
-from ray.exceptions import RayError
 
 from actors.agent import Agent, AgentContext
-from actors.discovery_feed import DiscoveryFeed, DiscoverySubscription
+from actors.discovery_feed import DiscoveryFeed
+from actors.host_wiring import HostWiring
 from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime.bus import Bus
 from runtime.config import (
-    ModelSettings,
     Settings,
-    ToolsSettings,
-    format_validation_error,
     load_settings,
 )
 from runtime.errors import (
@@ -79,10 +75,9 @@ from runtime.models.events import (
     AgentErrorRaised,
     AgentHeartbeat,
     AgentStatusChanged,
-    DiscoveryShared,
     Event,
 )
-from runtime.models.records import AgentRecord, AgentTemplate, Message
+from runtime.models.records import AgentRecord
 from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
@@ -220,7 +215,7 @@ def _uuid(value: Any) -> UUID | None:
 # ---- the actor ------------------------------------------------------------------------------
 
 
-class AgentHost(Supervised):
+class AgentHost(HostWiring, Supervised):
     """Runs one `Agent` under a supervisor: state machine, durable state, heartbeat."""
 
     def __init__(
@@ -310,10 +305,7 @@ class AgentHost(Supervised):
             self.settings, self._pool = settings, pool
             self._template_id = template.id if template else None
             self._tools = self._tool_registry()
-            # a template made over the API says what its agents can do; else the class
-            declared = template.capabilities if template and template.source == "api" else []
-            self._own_capabilities = sorted(declared or agent.capabilities)
-            self._capabilities = list(self._own_capabilities)
+            self._set_own_capabilities(agent, template)
             self.agent = agent
 
     def _bus_future(self) -> asyncio.Future[Bus]:
@@ -382,29 +374,10 @@ class AgentHost(Supervised):
             raise
         self._ready = True
         self._start_bus()  # after the host answers: its beats and `ctx.progress` wait for it
-        self._mailbox_task = self._loop.create_task(self._open_mailbox())
+        self._mailbox_task = self._loop.create_task(self._open_inboxes())
         interval_s = self.settings.supervision.heartbeat.interval_s
         self._heartbeat = self._loop.create_task(self._heartbeat_loop(interval_s))
         self._offer_to_task_managers()
-
-    async def _open_mailbox(self) -> None:
-        """Once NATS is connected: take messages (asks re-send until then), and resume the
-        discoveries this agent subscribes to."""
-        assert self.agent is not None and self._mailbox is not None and self._feed is not None
-        bus = await self._bus_future()
-        await self._mailbox.open(bus)
-        declared = self.agent.discovery_subscription
-        if isinstance(declared, dict):
-            declared = DiscoverySubscription.model_validate(declared)
-        await self._feed.resume(bus, declared)
-
-    async def _on_message(self, message: Message) -> Any:
-        assert self.agent is not None and self.ctx is not None
-        return await self.agent.on_message(message, self.ctx.detached())
-
-    async def _on_discovery(self, discovery: DiscoveryShared) -> None:
-        assert self.agent is not None and self.ctx is not None
-        await self.agent.on_discovery(discovery, self.ctx.detached())
 
     def _offer_to_task_managers(self) -> None:
         """Tell each TaskManager shard this agent takes work (again, after a restart).
@@ -427,9 +400,7 @@ class AgentHost(Supervised):
             for background in (self._heartbeat, self._idle_later, self._mailbox_task):
                 if background is not None:
                     background.cancel()
-            for inbox in (self._mailbox, self._feed):
-                if inbox is not None:
-                    await inbox.close()
+            await self._close_inboxes()
             for handler in self._ledger.interrupt_all():
                 handler.cancel()
             await self._until(lambda: not self._ledger.busy(), STOP_REPORT_S)
@@ -772,58 +743,6 @@ class AgentHost(Supervised):
                 await bus.publish(event, timeout_s=interval_s)
             except Exception as exc:  # NATS down: the next beat tries again
                 _log.debug("heartbeat of %s not sent: %r", self.child_id, exc)
-
-    def _model_catalog(self) -> dict[str, ModelSettings]:
-        assert self.settings is not None
-        if self.models_config is None:
-            return dict(self.settings.models)
-        return {n: ModelSettings.model_validate(m) for n, m in self.models_config.items()}
-
-    def _tool_registry(self) -> ToolRegistry:
-        assert self.settings is not None
-        if self.tools_config is None:
-            return ToolRegistry.from_settings(self.settings.tools)
-        try:
-            return ToolRegistry.from_settings(ToolsSettings.model_validate(self.tools_config))
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, "tools", "tools")) from None
-
-    async def _resolve_template(self, pool: asyncpg.Pool) -> AgentTemplate | None:
-        """The template (given as an id or a name), looked up while warming."""
-        if not self.template:
-            return None
-        template_id = _uuid(self.template)
-        if template_id is not None:
-            template = await agent_store.get_template(pool, template_id)
-        else:
-            template = await agent_store.get_template_by_name(pool, self.template)
-        if template is None:
-            _log.warning("agent template %r is not registered", self.template)
-        return template
-
-    async def _with_specializations(self, agent_id: str) -> list[str]:
-        """The agent's capabilities: its own and those its specializations add."""
-        assert self._pool is not None
-        extra = await self._pool.fetch(
-            "SELECT capability FROM agent_specializations WHERE agent_id = $1", agent_id
-        )
-        return sorted({*self._own_capabilities, *(row["capability"] for row in extra)})
-
-    async def specialize(self) -> list[str]:
-        """Read this agent's specializations again and have every task manager shard match
-        on them at once (`POST /api/v1/agents/{id}/specializations`). The capabilities."""
-        self._capabilities = await self._with_specializations(self.child_id)
-        assert self._pool is not None
-        await self._pool.execute(
-            "UPDATE agents SET capabilities = $2, updated_at = now() WHERE id = $1",
-            self.child_id,
-            self._capabilities,
-        )
-        for shard in range(self.settings.task_shards if self.settings else 1):
-            with contextlib.suppress(ValueError, RayError):
-                tm = ray.get_actor(f"tm:{shard}", namespace=self.namespace)
-                await tm.update_capabilities.remote(self.child_id, list(self._capabilities))
-        return list(self._capabilities)
 
     async def _close_connections(self) -> None:
         for pending in (self._bus_task, self._bus_ready):
