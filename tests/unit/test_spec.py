@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from runtime.config import load_settings
+from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
 from supervisors.spec import (
     BackoffSpec,
@@ -596,3 +596,28 @@ def test_the_tools_configuration_travels_to_every_agent_of_every_pool() -> None:
     template = agents.children[0].supervisor.template
     assert template.kwargs["tools"]["read_file"]["dirs"] == ["/srv/logs"]
     assert template.kwargs["tools"]["http_request"]["hosts"] == ["api.example"]
+
+
+def test_the_llm_agent_is_in_the_default_tree_only_with_a_model() -> None:
+    def pools(settings: Settings) -> list[str]:
+        agents = only_child(tree_from_settings(settings), "agents").supervisor
+        assert agents is not None
+        return [c.id for c in agents.children]
+
+    assert "pool-llm" not in pools(load_settings())
+    with_model = load_settings(
+        models={"local": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}
+    )
+    assert pools(with_model)[-1] == "pool-llm"
+    template = only_child(tree_from_settings(with_model), "agents").supervisor.children[-1]
+    assert template.supervisor.template.kwargs["models"]["local"]["model"] == "m"
+
+
+def test_a_pool_names_an_agent_class_or_a_template_never_both_nor_neither() -> None:
+    with pytest.raises(ValidationError, match="give exactly one of agent"):
+        PoolSpec(id="p", agent="m:A", template="t")
+    with pytest.raises(ValidationError, match="give exactly one of agent"):
+        PoolSpec(id="p")
+    unresolved = load_settings(tree={"pools": [{"id": "p", "template": "triage"}]})
+    with pytest.raises(ConfigError, match="names template 'triage': read it first"):
+        tree_from_settings(unresolved)
