@@ -36,6 +36,7 @@ from actors.messaging import Messenger
 from runtime.errors import LogicalError, NotFound
 from runtime.llm import ModelClient
 from runtime.memory import DEFAULT_MAX_VALUE_BYTES, SharedMemory
+from runtime.models.common import check_question
 from runtime.models.events import DiscoveryShared, TaskProgress
 from runtime.models.records import Discovery, Message
 from runtime.store import agents as agent_store
@@ -191,6 +192,7 @@ class AgentContext:
         The row and its event are written in one transaction (the outbox relay publishes
         the event), so a discovery is never stored without being published or vice versa.
         """
+        check_question(type, dict(data or {}))
         task = self.task or {}
         discovery = Discovery(
             agent_id=self.agent_id,

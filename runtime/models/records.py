@@ -19,7 +19,6 @@ from runtime.models.common import (
     Capability,
     TypeName,
     UtcDatetime,
-    check_question,
     utcnow,
 )
 from runtime.models.enums import (
@@ -263,11 +262,6 @@ class Discovery(Record):
     routed_task_id: UUID | None = None
     """A question's task, once the Aggregator made it."""
     route_error: str | None = None
-
-    @model_validator(mode="after")
-    def _question(self) -> Self:
-        check_question(self.type, self.data)
-        return self
 
 
 class Message(Record):
