@@ -9,6 +9,7 @@ shared meanwhile is delivered, and what it had acknowledged is not delivered aga
 discovery is acknowledged after `on_discovery` returns; one whose handler raises is
 redelivered up to `MAX_DELIVER` times. An agent never receives its own discoveries.
 A consumer left unused for `INACTIVE_S` (an agent removed for good) is deleted by NATS.
+A change of filter the server will not make in place remakes the consumer, from then on.
 """
 
 from __future__ import annotations
