@@ -252,8 +252,8 @@ class Supervisor(WarmSpares, Supervised):
             static = {c.id for c in self.spec.children}
             added = [ChildSpec.model_validate(s) for i, s in saved if i not in static]
             return [*self.spec.children, *added]
-        if saved:
-            return [ChildSpec.model_validate(spec) for _, spec in saved]
+        if saved:  # which members there are; each made from the pool's template as it is now
+            return [self._member_spec(child_id, spec) for child_id, spec in saved]
         specs = [self._pool_spec(n) for n in range(1, self.spec.size + 1)]
         async with self._pool.acquire() as conn, conn.transaction():  # all or none
             for spec in specs:
@@ -261,6 +261,13 @@ class Supervisor(WarmSpares, Supervised):
                     conn, self.spec.id, spec.id, spec.model_dump(mode="json")
                 )
         return specs
+
+    def _member_spec(self, child_id: str, saved: dict[str, Any]) -> ChildSpec:
+        """A saved pool member, from the current template: a changed rayvisor.yaml (the
+        pool's params, its tools) applies to the members a restart brings back."""
+        if self.spec.template is None:
+            return ChildSpec.model_validate(saved)
+        return self.spec.template.with_id(child_id)
 
     def _pool_spec(self, n: int) -> ChildSpec:
         assert self.spec.template is not None

@@ -16,7 +16,7 @@ from runtime.client import ApiError
 
 pytestmark = pytest.mark.integration
 
-POOLS = [{"id": "tool", "agent": "actors.builtin.tool_caller:ToolCallerAgent", "size": 1}]
+POOLS = [{"id": "collab_tool", "agent": "actors.builtin.tool_caller:ToolCallerAgent", "size": 1}]
 
 
 @pytest.fixture(scope="module")
