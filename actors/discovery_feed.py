@@ -35,6 +35,9 @@ __all__ = ["DiscoveryFeed", "DiscoverySubscription", "consumer_name"]
 _log = logging.getLogger(__name__)
 
 MAX_DELIVER = 5
+ACK_WAIT_S = 10.0
+"""How soon a discovery fetched by a process that died is delivered again; a handler that
+takes longer keeps it by reporting progress (`in_progress`) every half of it."""
 INACTIVE_S = 24 * 3600.0
 _BATCH = 32
 _FETCH_S = 1.0
@@ -113,7 +116,7 @@ class DiscoveryFeed:
             description=f"discoveries for agent {self.agent_id}",
             deliver_policy=DeliverPolicy.NEW,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=60.0,
+            ack_wait=ACK_WAIT_S,
             max_deliver=MAX_DELIVER,
             filter_subjects=subscription.subjects(),
             inactive_threshold=INACTIVE_S,
@@ -200,7 +203,7 @@ class DiscoveryFeed:
             await _settle(message.ack())
             return
         try:
-            await self._handler(discovery)
+            await _keeping(message, self._handler(discovery))
         except Exception:
             _log.exception(
                 "agent %s: on_discovery failed for %s", self.agent_id, discovery.discovery_id
@@ -212,6 +215,19 @@ class DiscoveryFeed:
             self._seen.popitem(last=False)
         self.delivered += 1
         await _settle(message.ack())
+
+
+async def _keeping(message: Any, handling: Awaitable[Any]) -> Any:
+    """Run `handling`, telling JetStream the message is still being worked on meanwhile."""
+    task = asyncio.ensure_future(handling)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=ACK_WAIT_S / 2)
+            if done:
+                return task.result()
+            await _settle(message.in_progress())
+    finally:
+        task.cancel()  # a no-op once it is done; the feed closing cancels the handler too
 
 
 async def _settle(acknowledgement: Awaitable[Any]) -> None:

@@ -247,11 +247,12 @@ class Supervisor(WarmSpares, Supervised):
         await self._drain_events()
 
     async def _initial_children(self) -> list[ChildSpec]:
-        saved = await supervision.children(self._pool, self.spec.id)
         if self.spec.strategy is not Strategy.SIMPLE_ONE_FOR_ONE:  # its spec's, then added
+            added = await supervision.children(self._pool, self._added_key)
             static = {c.id for c in self.spec.children}
-            added = [ChildSpec.model_validate(s) for i, s in saved if i not in static]
-            return [*self.spec.children, *added]
+            extra = [ChildSpec.model_validate(s) for i, s in added if i not in static]
+            return [*self.spec.children, *extra]
+        saved = await supervision.children(self._pool, self.spec.id)
         if saved:  # which members there are; each made from the pool's template as it is now
             return [self._member_spec(child_id, spec) for child_id, spec in saved]
         specs = [self._pool_spec(n) for n in range(1, self.spec.size + 1)]
@@ -648,6 +649,12 @@ class Supervisor(WarmSpares, Supervised):
                 await self._start_or_handle_failure(child)
         return spec.id
 
+    @property
+    def _added_key(self) -> str:
+        """Where children added at run time are kept: per namespace (pools' members are
+        kept under the pool's id)."""
+        return f"{self.namespace}/{self.spec.id}"
+
     async def add_child(self, spec: dict[str, Any]) -> str:
         """Add a child to a one_for_one supervisor (a pool made at run time); it is
         persisted, so a restart of this supervisor starts it again. Its id, once started."""
@@ -658,7 +665,7 @@ class Supervisor(WarmSpares, Supervised):
             if self._find(child_spec.id) is not None:
                 raise Conflict(f"{self.spec.id} already has a child {child_spec.id!r}")
             await supervision.save_child(
-                self._pool, self.spec.id, child_spec.id, child_spec.model_dump(mode="json")
+                self._pool, self._added_key, child_spec.id, child_spec.model_dump(mode="json")
             )
             child = self._new_child(child_spec)
             self.children.append(child)
@@ -676,7 +683,9 @@ class Supervisor(WarmSpares, Supervised):
                 return False
             self.children.remove(child)  # first: no scheduled restart or probe revives it
             await self._stop(child, "terminated")
-            await supervision.remove_child(self._pool, self.spec.id, child_id)  # if saved
+            pool_member = self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
+            key = self.spec.id if pool_member else self._added_key
+            await supervision.remove_child(self._pool, key, child_id)  # if it was kept
             self._emit(Kind.CHILD_EXITED, child, "terminated", {"abnormal": False})
             return True
 

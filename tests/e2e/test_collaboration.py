@@ -3,12 +3,10 @@ tasks and recorded per task."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
 
-import asyncpg
 import pytest
 from conftest import HttpSystem, running_http_system
 
@@ -29,22 +27,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def system(services, ray_session, files: Path) -> Iterator[HttpSystem]:
     tools = {"read_file": {"dirs": [str(files)]}}
-    try:
-        with running_http_system(services, POOLS, tools=tools) as system:
-            yield system
-    finally:  # pools made for templates are persisted under `agents`: not for other tests
-        asyncio.run(_forget_template_pools(services.database_url))
-
-
-async def _forget_template_pools(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(
-            "DELETE FROM supervisor_children WHERE supervisor_id = 'agents'"
-            " AND child_id LIKE 'pool-triage-%'"
-        )
-    finally:
-        await conn.close()
+    with running_http_system(services, POOLS, tools=tools) as system:
+        yield system
 
 
 def test_tools_are_listed_with_their_parameters_and_limits(system: HttpSystem) -> None:
