@@ -281,6 +281,7 @@ class Mailbox:
         self._answers: OrderedDict[UUID, bytes | None] = OrderedDict()  # None: in progress
         self._running: set[asyncio.Task[None]] = set()
         self._subscription: Any = None
+        self._bus: Bus | None = None
         self.invalid = 0
 
     async def open(self, bus: Bus) -> None:
@@ -349,7 +350,7 @@ class Mailbox:
             await self._respond(reply_to, data)
 
     async def _respond(self, reply_to: str | None, data: bytes) -> None:
-        if reply_to:
+        if reply_to and self._bus is not None:
             with contextlib.suppress(Exception):
                 await self._bus.nc.publish(reply_to, data)
 
