@@ -70,6 +70,9 @@ AGENTS = 4
 KINDS = ("agent", "tm", "relay", "pool_supervisor")
 TARGET_NAMES = {"tm": "tm:0", "relay": "relay", "pool_supervisor": f"sup:pool:{POOL}"}
 MAJOR_GAP_S = 2.0
+RETRY_SKIPPED_S = 1.0
+"""A non-agent kill that found its target not running (restarting, escalated) is tried
+again this soon, not a whole period later: each kind is killed at least once per run."""
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 EXAMPLES = 5
@@ -659,24 +662,25 @@ async def inject(
     last_major = [-MAJOR_GAP_S]
     killed: set[int] = set()
 
-    async def fire(kind: str) -> None:
+    async def fire(kind: str) -> bool:
+        """Kill one target of `kind`; False (and why, in `run.skipped`) if none was."""
         try:  # a snapshot at most 3 s old; the pids killed since are left out
             nodes = await watcher.since(time.monotonic() - 3.0, args.lookup_timeout)
         except TimeoutError:
             run.skipped[kind]["no fresh tree"] += 1
-            return
+            return False
         target = pick_target(kind, nodes, killed)
         if isinstance(target, str):
             run.skipped[kind][target] += 1
-            return
+            return False
         if run.elapsed() >= args.duration:
             run.skipped[kind]["load over"] += 1
-            return
+            return False
         since = time.monotonic()
         why = sigkill(int(target["pid"]), args.home)
         if why is not None:
             run.skipped[kind][why] += 1
-            return
+            return False
         killed.add(int(target["pid"]))
         if kind != "agent":
             last_major[0] = run.elapsed()
@@ -685,6 +689,7 @@ async def inject(
         task = asyncio.create_task(track(fault, since, clients, watcher, run, args.recover_timeout))
         trackers.add(task)
         task.add_done_callback(trackers.discard)
+        return True
 
     async def kind_loop(kind: str, period: float) -> None:
         due = period / 2
@@ -700,7 +705,10 @@ async def inject(
                     wait = last_major[0] + MAJOR_GAP_S - run.elapsed()
                     if wait > 0:
                         await asyncio.sleep(wait)
-                    await fire(kind)
+                    fired = await fire(kind)
+                if not fired:  # not running right now (restarting, escalated): soon again
+                    due = run.elapsed() + RETRY_SKIPPED_S
+                    continue
             due += period
             while due <= run.elapsed():  # a slot missed while looking up: not made up for
                 run.skipped[kind]["late"] += 1
