@@ -91,3 +91,13 @@ async def delete_stream(nats_url: str, stream: str) -> None:
             await bus.js.delete_stream(stream)
     finally:
         await bus.close()
+
+
+async def child_pid(pool: Any, child_id: str) -> int:
+    """The pid of a supervised child's current process (from its `child_started` event)."""
+    detail = await pool.fetchval(
+        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
+        " ORDER BY id DESC LIMIT 1",
+        child_id,
+    )
+    return int(detail["pid"])

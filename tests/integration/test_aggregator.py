@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from helpers import wait_for
+from helpers import child_pid, wait_for
 
 from actors.tasks import TaskClient
 from runtime.config import load_settings
@@ -132,11 +132,11 @@ async def test_the_parent_completes_once_while_a_chunk_agent_the_aggregator_and_
 
     running = await wait_for(lambda: chunks_in("running"), timeout_s=60)
     victim = running[0]
-    os.kill(await _pid_of(system_pool, victim["assigned_to"]), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, victim["assigned_to"]), signal.SIGKILL)
     await wait_for(lambda: _at_least(chunks_in("completed"), 3), timeout_s=90)
-    os.kill(await _pid_of(system_pool, "agg-0"), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, "agg-0"), signal.SIGKILL)
     await wait_for(lambda: _at_least(chunks_in("completed"), 5), timeout_s=90)
-    os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, "tm-0"), signal.SIGKILL)
 
     done = await client.wait(parent_id, 180)
     assert done["status"] == "completed", done["error"]
@@ -166,12 +166,3 @@ async def test_a_chunk_that_fails_fails_the_parent_naming_it(system, system_pool
 
 async def _at_least(rows: Any, count: int) -> bool:
     return len(await rows) >= count
-
-
-async def _pid_of(pool: asyncpg.Pool, child_id: str) -> int:
-    detail = await pool.fetchval(
-        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
-        " ORDER BY id DESC LIMIT 1",
-        child_id,
-    )
-    return int(detail["pid"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from helpers import delete_stream, wait_for
+from helpers import child_pid, delete_stream, wait_for
 
 from actors.agent import AgentContext
 from actors.tasks import TaskClient
@@ -82,7 +82,7 @@ async def test_a_killed_subscriber_gets_what_was_shared_meanwhile_once(system, s
     listener = system["ids"]["listener"]
     before = await share("pattern", "before the kill", 0.9)
     await wait_for(lambda: _has(system_pool, listener, before), timeout_s=60)
-    os.kill(await _pid_of(system_pool, listener), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, listener), signal.SIGKILL)
     meanwhile = [await share("pattern", f"while down {n}", 0.9) for n in range(3)]
     after = await share("pattern", "after the restart", 0.9)
     shared = [str(d) for d in (before, *meanwhile, after)]
@@ -124,12 +124,3 @@ async def _all_seen(pool: asyncpg.Pool, agent_id: str, ids: list[str]) -> list[s
 
 async def _has(pool: asyncpg.Pool, agent_id: str, discovery_id: uuid.UUID) -> bool:
     return str(discovery_id) in await seen_by(pool, agent_id)
-
-
-async def _pid_of(pool: asyncpg.Pool, child_id: str) -> int:
-    detail = await pool.fetchval(
-        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
-        " ORDER BY id DESC LIMIT 1",
-        child_id,
-    )
-    return int(detail["pid"])

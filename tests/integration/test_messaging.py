@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from helpers import wait_for
+from helpers import child_pid, wait_for
 
 from actors.agent import AgentContext
 from actors.tasks import TaskClient
@@ -127,7 +127,7 @@ async def test_ask_past_its_timeout_fails_naming_the_target_and_the_wait(
 
 async def test_a_target_killed_mid_ask_answers_after_its_restart(system, system_pool) -> None:
     client, asker, answerer = system
-    first_pid = await _pid_of(system_pool, answerer)
+    first_pid = await child_pid(system_pool, answerer)
     task = await ask_task(client, {"to": answerer, "payload": {"sleep_s": 2}, "timeout_s": 90})
     await wait_for(lambda: messages_from(system_pool, asker), timeout_s=30)
     os.kill(first_pid, signal.SIGKILL)
@@ -167,12 +167,3 @@ async def test_asking_itself_an_unknown_target_or_not_json_is_a_logical_error(
     finally:
         await bus.close()
     assert await messages_from(system_pool, ctx.agent_id) == []  # nothing was sent
-
-
-async def _pid_of(pool: asyncpg.Pool, child_id: str) -> int:
-    detail = await pool.fetchval(
-        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
-        " ORDER BY id DESC LIMIT 1",
-        child_id,
-    )
-    return int(detail["pid"])

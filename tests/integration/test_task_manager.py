@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 import ray
-from helpers import wait_for
+from helpers import child_pid, wait_for
 
 from actors.tasks import TaskClient
 from runtime.errors import LogicalError, StaleAttempt
@@ -103,7 +103,7 @@ async def test_killed_agent_task_completes_elsewhere_and_late_result_is_refused(
 
     first = await wait_for(lambda: _running(client, task["id"]), timeout_s=30)
     victim = first["assigned_to"]
-    pid = await _pid_of(system_pool, victim)
+    pid = await child_pid(system_pool, victim)
     os.kill(pid, signal.SIGKILL)
     done = await client.wait(task["id"], timeout_s=60)
     assert done["status"] == "completed"
@@ -115,16 +115,6 @@ async def test_killed_agent_task_completes_elsewhere_and_late_result_is_refused(
         await tm.report_result.remote(task["id"], 1, {"status": "completed", "result": "late"})
     assert (await client.get(task["id"]))["result"] == {"sleep_s": 3}
     assert await completed_rows(system_pool, task["id"]) == 1
-
-
-async def _pid_of(pool: asyncpg.Pool, agent_id: str) -> int:
-    # the supervisor records where each child runs in its child_started event
-    detail = await pool.fetchval(
-        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
-        " ORDER BY id DESC LIMIT 1",
-        agent_id,
-    )
-    return int(detail["pid"])
 
 
 async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome_for_free(
@@ -141,7 +131,7 @@ async def test_agent_killed_mid_batch_reruns_only_the_tasks_without_an_outcome_f
     first = await client.wait(done_first["id"], timeout_s=30)  # reported before the slow one
     assert first["status"] == "completed"
     assert (await client.get(killed_in["id"]))["status"] == "running"
-    os.kill(await _pid_of(system_pool, first["assigned_to"]), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, first["assigned_to"]), signal.SIGKILL)
 
     done = await client.wait(killed_in["id"], timeout_s=90)  # started: the attempt counts
     assert (done["status"], done["attempt"]) == ("completed", 2)
@@ -297,7 +287,7 @@ async def test_task_manager_killed_under_load_loses_nothing(system, system_pool)
     )
     ids = [t["id"] for t in submitted]
     await wait_for(lambda: _some_completed(system_pool, ids, 20), timeout_s=60)
-    pid = await _pid_of(system_pool, "tm-0")
+    pid = await child_pid(system_pool, "tm-0")
     os.kill(pid, signal.SIGKILL)
     await wait_for(lambda: _all_ended(system_pool, ids), timeout_s=120, interval_s=0.2)
     rows = await system_pool.fetch(
@@ -372,7 +362,7 @@ async def test_a_task_with_one_attempt_survives_a_task_manager_restart(system, s
     task = await client.submit(title="once", required_capabilities=["echo"],
                                parameters={"sleep_s": 2}, max_attempts=1)  # fmt: skip
     await wait_for(lambda: _status_is(client, task["id"], "running"), timeout_s=30)
-    os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)
+    os.kill(await child_pid(system_pool, "tm-0"), signal.SIGKILL)
 
     done = await client.wait(task["id"], timeout_s=60)
 
@@ -423,8 +413,8 @@ async def test_a_dependency_on_another_shard_is_released_across_shard_kills(
     await client.submit(id=second, title="second", required_capabilities=["echo"],
                         dependencies=[first])  # fmt: skip
     await wait_for(lambda: _status_is(client, first, "running"), timeout_s=30)
-    os.kill(await _pid_of(system_pool, "tm-1"), signal.SIGKILL)  # the dependent's shard
-    os.kill(await _pid_of(system_pool, "tm-0"), signal.SIGKILL)  # and the dependency's
+    os.kill(await child_pid(system_pool, "tm-1"), signal.SIGKILL)  # the dependent's shard
+    os.kill(await child_pid(system_pool, "tm-0"), signal.SIGKILL)  # and the dependency's
 
     done = await client.wait(second, timeout_s=60)
 
