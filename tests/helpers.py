@@ -93,11 +93,16 @@ async def delete_stream(nats_url: str, stream: str) -> None:
         await bus.close()
 
 
-async def child_pid(pool: Any, child_id: str) -> int:
-    """The pid of a supervised child's current process (from its `child_started` event)."""
-    detail = await pool.fetchval(
-        "SELECT detail FROM supervisor_events WHERE child_id = $1 AND event = 'child_started'"
-        " ORDER BY id DESC LIMIT 1",
-        child_id,
-    )
+async def child_pid(pool: Any, child_id: str, timeout_s: float = 30) -> int:
+    """The pid of a supervised child's current process, from its `child_started` event
+    (written by the supervisor a moment after the child is up: waited for)."""
+
+    async def started() -> Any:
+        return await pool.fetchval(
+            "SELECT detail FROM supervisor_events WHERE child_id = $1"
+            " AND event = 'child_started' ORDER BY id DESC LIMIT 1",
+            child_id,
+        )
+
+    detail = await wait_for(started, timeout_s=timeout_s)
     return int(detail["pid"])
