@@ -92,11 +92,14 @@ SELECT (SELECT ok FROM owned) AS owned, ARRAY(SELECT id FROM changed) AS written
             THEN pg_notify('{NOTIFY_CHANNEL}', '') END AS notified
 """
 
-# PostgreSQL cannot be reached (or is restarting): retry the batch
+# PostgreSQL cannot be reached (or is restarting), or the connection broke under a
+# statement (asyncpg's InternalClientError when a terminated backend's notice arrives
+# mid-operation): retry the batch, on a new connection
 _UNREACHABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
