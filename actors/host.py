@@ -51,7 +51,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import ray
 
-from actors.agent import Agent, AgentContext
+from actors.agent import Agent, AgentContext, _uuid_or_none
 from actors.discovery_feed import DiscoveryFeed
 from actors.host_wiring import HostWiring
 from actors.messaging import Mailbox
@@ -203,13 +203,6 @@ def _not_json(value: Any) -> str | None:
         return str(exc)
     where = nul_at(value)
     return None if where is None else f"{where} holds a NUL (U+0000) character"
-
-
-def _uuid(value: Any) -> UUID | None:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None
 
 
 # ---- the actor ------------------------------------------------------------------------------
@@ -672,7 +665,7 @@ class AgentHost(HostWiring, Supervised):
                     agent_id=self.child_id,
                     error_type=type(error).__name__,
                     message=str(error)[:2000],
-                    task_id=_uuid(job.task_id),
+                    task_id=_uuid_or_none(job.task_id),
                     category=category,
                 )
             )

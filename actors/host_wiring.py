@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import ray
 from pydantic import ValidationError
 from ray.exceptions import RayError
 
+from actors.agent import _uuid_or_none
 from actors.discovery_feed import DiscoveryFeed
 from actors.messaging import Mailbox
 from runtime.config import ModelSettings, ToolsSettings, format_validation_error
@@ -64,7 +64,7 @@ class HostWiring:
         """The template (given as an id or a name), looked up while warming."""
         if not self.template:
             return None
-        template_id = _uuid(self.template)
+        template_id = _uuid_or_none(self.template)
         if template_id is not None:
             template = await agent_store.get_template(pool, template_id)
         else:
@@ -150,10 +150,3 @@ class HostWiring:
     async def _on_discovery(self, discovery: DiscoveryShared) -> None:
         assert self.agent is not None and self.ctx is not None
         await self.agent.on_discovery(discovery, self.ctx.detached())
-
-
-def _uuid(value: Any) -> UUID | None:
-    try:
-        return UUID(str(value))
-    except ValueError:
-        return None

@@ -638,16 +638,9 @@ class Supervisor(WarmSpares, Supervised):
             n = 1
             while self.spec.pool_child_id(n) in taken:
                 n += 1
-            spec = self._pool_spec(n)
-            await supervision.save_child(
-                self._pool, self.spec.id, spec.id, spec.model_dump(mode="json")
-            )
-            child = self._new_child(spec)
-            self.children.append(child)
-        async with child.lock:
-            if child.generation == 0 and child in self.children and self.state not in _DOWN:
-                await self._start_or_handle_failure(child)
-        return spec.id
+            child = await self._keep(self.spec.id, self._pool_spec(n))
+        await self._first_start(child)
+        return child.spec.id
 
     @property
     def _added_key(self) -> str:
@@ -664,15 +657,17 @@ class Supervisor(WarmSpares, Supervised):
         async with self._lock:
             if self._find(child_spec.id) is not None:
                 raise Conflict(f"{self.spec.id} already has a child {child_spec.id!r}")
-            await supervision.save_child(
-                self._pool, self._added_key, child_spec.id, child_spec.model_dump(mode="json")
-            )
-            child = self._new_child(child_spec)
-            self.children.append(child)
-        async with child.lock:
-            if child.generation == 0 and child in self.children and self.state not in _DOWN:
-                await self._start_or_handle_failure(child)
+            child = await self._keep(self._added_key, child_spec)
+        await self._first_start(child)
         return child_spec.id
+
+    async def _keep(self, key: str, spec: ChildSpec) -> _Child:
+        """Persist a child added at run time (under `key`) and add it; the caller holds
+        the lock and starts it."""
+        await supervision.save_child(self._pool, key, spec.id, spec.model_dump(mode="json"))
+        child = self._new_child(spec)
+        self.children.append(child)
+        return child
 
     async def terminate_child(self, child_id: str) -> bool:
         child = self._find(child_id)

@@ -17,7 +17,7 @@ from runtime.models.events import Event
 from runtime.models.records import Message
 from runtime.store import outbox
 
-__all__ = ["add", "by_correlation", "finish", "list_for_agent"]
+__all__ = ["add", "by_correlation", "finish"]
 
 _COLUMNS = (
     "id",
@@ -87,16 +87,5 @@ async def by_correlation(conn: Conn, correlation_id: UUID) -> list[Message]:
     rows = await conn.fetch(
         "SELECT * FROM messages WHERE correlation_id = $1 OR id = $1 ORDER BY created_at, id",
         correlation_id,
-    )
-    return [Message.from_row(row) for row in rows]
-
-
-async def list_for_agent(conn: Conn, agent_id: str, limit: int = 100) -> list[Message]:
-    """The messages an agent sent or received, newest first."""
-    rows = await conn.fetch(
-        "SELECT * FROM messages WHERE sender = $1 OR recipient = $1"
-        " ORDER BY created_at DESC, id DESC LIMIT $2",
-        agent_id,
-        limit,
     )
     return [Message.from_row(row) for row in rows]
