@@ -127,15 +127,17 @@ async def test_watch_sees_current_values_then_changes_under_the_prefix(two) -> N
     await a.put("finding.1", {"ip": "173.234.31.186"})
     await a.put("other", 1)
     seen: list[MemoryChange] = []
+    watching = asyncio.Event()
 
     async def watch() -> None:
         async for change in b.watch("finding."):
             seen.append(change)
+            watching.set()  # the current values came: what follows are changes
             if len(seen) == 3:
                 return
 
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(watching.wait(), 10)
     await a.put("finding.2", {"ip": "183.62.140.253"})
     await a.put("other", 2)
     await a.delete("finding.1")
