@@ -221,8 +221,10 @@ async def test_cancel_queued_and_running_tasks(system) -> None:
     client, _ = await system(agents=1)
     running = await client.submit(title="long", required_capabilities=["echo"],
                                   parameters={"sleep_s": 30})  # fmt: skip
-    queued = await client.submit(title="waiting", required_capabilities=["echo"])
     await wait_for(lambda: _status_is(client, running["id"], "running"), timeout_s=30)
+    # submitted once `long` runs, so it waits behind it (two separate leases to one agent
+    # are not ordered between themselves: `waiting` could otherwise run first)
+    queued = await client.submit(title="waiting", required_capabilities=["echo"])
     assert (await client.cancel(queued["id"]))["status"] == "cancelled"
     assert (await client.cancel(running["id"]))["status"] == "cancelled"
     # the agent is free again: a new task runs at once, not after 30 s
