@@ -24,6 +24,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime import telemetry
 from runtime.models.common import TypeName
 from runtime.models.events import DiscoveryShared
 
@@ -202,8 +203,12 @@ class DiscoveryFeed:
         ):
             await _settle(message.ack())
             return
-        try:
-            await _keeping(message, self._handler(discovery))
+        attributes = {"agent.id": self.agent_id, "discovery.id": discovery.discovery_id,
+                      "discovery.type": discovery.type}  # fmt: skip
+        try:  # the handler's span joins the sharer's trace (the message's headers)
+            with telemetry.span("discovery.receive", message.headers, attributes,
+                                telemetry.SpanKind.CONSUMER):  # fmt: skip
+                await _keeping(message, self._handler(discovery))
         except Exception:
             _log.exception(
                 "agent %s: on_discovery failed for %s", self.agent_id, discovery.discovery_id

@@ -56,6 +56,7 @@ from actors.discovery_feed import DiscoveryFeed
 from actors.host_wiring import HostWiring
 from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
+from runtime import logs, telemetry
 from runtime.bus import Bus
 from runtime.config import (
     Settings,
@@ -646,14 +647,26 @@ class AgentHost(HostWiring, Supervised):
         assert self.agent is not None and self.ctx is not None
         ctx = self.ctx
         ctx.task = job.envelope
-        handler = asyncio.get_running_loop().create_task(self.agent.handle(job.envelope, ctx))
-        if self._ledger.started(job, handler):
-            notify(job, STARTED)
-        try:
-            await asyncio.wait({handler})
-        finally:
-            ctx.task = None
-        outcome, error = _outcome(handler)
+        envelope = job.envelope
+        attributes = {"task.id": job.task_id, "agent.id": self.child_id,
+                      "attempt": envelope.get("attempt"), "lease": envelope.get("lease"),
+                      "capability": ",".join(self._capabilities) or None}  # fmt: skip
+        # the handler's task copies this context: its tool calls, asks and model calls are
+        # children of `agent.handle`, and its log records name the task
+        with (
+            telemetry.span("agent.handle", envelope.get("trace"), attributes) as span,
+            logs.bound(task_id=job.task_id, agent_id=self.child_id),
+        ):
+            handler = asyncio.get_running_loop().create_task(self.agent.handle(envelope, ctx))
+            if self._ledger.started(job, handler):
+                notify(job, STARTED)
+            try:
+                await asyncio.wait({handler})
+            finally:
+                ctx.task = None
+            outcome, error = _outcome(handler)
+            if span is not None and outcome.get("status") != "completed":
+                telemetry.mark_error(span, error or str(outcome.get("status")))
         events: list[Event] = []
         category = classify(error) if error is not None else None
         self._fatal_in_a_row = self._fatal_in_a_row + 1 if category == "fatal" else 0

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from actors.registry import AgentEntry
+from runtime import telemetry
 from runtime.models.records import Task
 from runtime.policies import TaskStatus, check_task_transition
 
@@ -26,6 +27,8 @@ class LiveTask:
     cancel_asked: bool = False
     waiting_on: set[UUID] = field(default_factory=set)
     avoid: set[str] = field(default_factory=set)
+    lease_span: Any = None  # the open `task.lease` span of the current lease, if traced
+    lease_context: dict[str, str] | None = None  # the last lease span's, as headers
 
     @property
     def id(self) -> UUID:
@@ -52,6 +55,31 @@ class LiveTask:
             r.error, r.attempt_errors, r.not_before, r.started_at, r.finished_at,
         )  # fmt: skip
 
+    def begin_lease_span(self, agent_id: str, *, adopted: bool = False) -> None:
+        """Trace the lease just granted (or adopted): one span per attempt, all children
+        of the task's stored context, so every attempt is in the task's trace."""
+        if not telemetry.enabled():
+            return
+        self.end_lease_span("superseded by a new lease")
+        r = self.record
+        self.lease_span = telemetry.start_span(
+            "task.lease",
+            r.trace_context,
+            {"task.id": str(r.id), "agent.id": agent_id, "attempt": r.attempt,
+             "lease": r.lease, "capability": ",".join(sorted(self.required)) or "any",
+             "adopted": adopted},
+        )  # fmt: skip
+        self.lease_context = telemetry.span_carrier(self.lease_span)
+
+    def end_lease_span(self, error: str | None = None) -> None:
+        span, self.lease_span = self.lease_span, None
+        telemetry.end_span(span, error)
+
+    def trace_carrier(self) -> dict[str, str] | None:
+        """The context the agent's work (and the result's commit) is a child of: the
+        last lease's, or the task's before any."""
+        return self.lease_context or self.record.trace_context
+
     def envelope(self) -> dict[str, Any]:
         r = self.record
         return {
@@ -65,6 +93,7 @@ class LiveTask:
             "dependencies": [str(d) for d in r.dependencies],
             "deadline": r.deadline.isoformat() if r.deadline else None,
             "attempt_timeout_s": r.attempt_timeout_s,
+            "trace": self.trace_carrier(),
         }
 
 

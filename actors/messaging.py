@@ -27,6 +27,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime import telemetry
 from runtime.errors import LogicalError, TaskError, TransientError, classify
 from runtime.models.enums import MessageKind, MessageStatus
 from runtime.models.events import MessageExchanged
@@ -105,6 +106,13 @@ class Messenger:
         await self._exchange("tell", to, payload, timeout_s)
 
     async def _exchange(
+        self, kind: Literal["ask", "tell"], to: str, payload: Any, timeout_s: float
+    ) -> Reply:
+        attributes = {"agent.id": self.agent_id, "message.to": to}
+        with telemetry.span(kind, attributes=attributes, kind=telemetry.SpanKind.CLIENT):
+            return await self._exchange_traced(kind, to, payload, timeout_s)
+
+    async def _exchange_traced(
         self, kind: Literal["ask", "tell"], to: str, payload: Any, timeout_s: float
     ) -> Reply:
         _check_payload(payload)
@@ -209,7 +217,12 @@ async def _send_until_done(bus: Bus, message: Message, kind: str, deadline: floa
                 deadline_s=remaining,
             )
             with contextlib.suppress(Exception):  # NATS reconnecting: the next send tries
-                await bus.nc.publish(subject, envelope.model_dump_json().encode(), reply=inbox)
+                await bus.nc.publish(
+                    subject,
+                    envelope.model_dump_json().encode(),
+                    reply=inbox,
+                    headers=telemetry.carrier() or None,
+                )
             resend_at = time.monotonic() + min(RESEND_S, remaining)
             while (wait := resend_at - time.monotonic()) > 0:
                 try:
@@ -311,11 +324,23 @@ class Mailbox:
         while len(self._answers) > _REMEMBERED:
             self._answers.popitem(last=False)
         await self._respond(msg.reply, _receipt(envelope.id))
-        task = asyncio.get_running_loop().create_task(self._handle(envelope, msg.reply))
+        task = asyncio.get_running_loop().create_task(
+            self._handle(envelope, msg.reply, msg.headers)
+        )
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _handle(self, envelope: Envelope, reply_to: str | None) -> None:
+    async def _handle(
+        self, envelope: Envelope, reply_to: str | None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Run the handler in a span that joins the sender's trace (`headers`)."""
+        attributes = {"agent.id": self.agent_id, "message.id": envelope.id,
+                      "message.from": envelope.sender}  # fmt: skip
+        name = f"{envelope.kind}.handle"
+        with telemetry.span(name, headers, attributes, telemetry.SpanKind.SERVER):
+            await self._handle_traced(envelope, reply_to)
+
+    async def _handle_traced(self, envelope: Envelope, reply_to: str | None) -> None:
         message = Message(
             id=envelope.id,
             sender=envelope.sender,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from runtime import metrics
 from runtime.bus import Bus, OutboxRelay
 from runtime.config import load_settings
+from runtime.store.outbox import oldest_pending_age_s
 from runtime.store.pool import create_pool
 from supervisors.child import Supervised
 
@@ -32,13 +34,21 @@ class OutboxRelayActor(Supervised):
         )
         self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._relay.run(self._stop))
+        self._metrics = asyncio.get_running_loop().create_task(
+            metrics.reporter(self.namespace, self._report_lag)
+        )
 
     async def on_stop(self) -> None:
+        self._metrics.cancel()
         self._stop.set()
         self._relay.wake()
         await self._task
         await self._bus.close()
         await self._pool.close()
+
+    async def _report_lag(self) -> None:
+        """The relay's lag: the age of the oldest row not published yet."""
+        metrics.relay_lag(await asyncio.wait_for(oldest_pending_age_s(self._pool), 2.0))
 
     async def statistics(self) -> dict[str, int]:
         return {"published": self._relay.published, "failures": self._relay.failures}

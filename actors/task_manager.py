@@ -49,6 +49,7 @@ from ray.exceptions import RayError
 
 from actors.live_task import LiveTask, lease_batches
 from actors.registry import AGGREGATOR_AGENT_ID, AGGREGATOR_NAME, AgentEntry, Registry
+from runtime import metrics, telemetry
 from runtime.config import load_settings
 from runtime.errors import LogicalError, NotFound, StaleAttempt
 from runtime.models.api import TaskCreate
@@ -125,6 +126,7 @@ class TaskManager(Supervised):
         self._spawn(self._timer_loop())
         self._spawn(self._discover_agents_periodically())
         self._spawn(self._sweep_orphans())
+        self._spawn(metrics.reporter(self.namespace, self._report_load))
         self._up.set()
 
     async def _take_shard(self) -> int:
@@ -178,8 +180,9 @@ class TaskManager(Supervised):
                 for live in lives:
                     self._hand_back(live, f"agent {agent_id} is gone", died=True)
                 continue
-            for _ in lives:
+            for live in lives:
                 self.registry.acquire(agent)
+                live.begin_lease_span(agent_id, adopted=True)
             self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in lives], adopt=True))
         await self._flush_changes()
 
@@ -209,18 +212,27 @@ class TaskManager(Supervised):
         """Validate and store tasks; all or nothing. Each item is a TaskCreate (+ `id`)."""
         await self._up.wait()
         records = [self._validated(item) for item in items]
-        known = await self._dependency_statuses(records)
-        for record in records:
-            missing = [str(d) for d in record.dependencies if d not in known]
-            if missing:
-                raise LogicalError(f"dependencies: unknown task ids {missing}")
-            known[record.id] = record.status
-        stored = await task_store.insert_many(self.pool, records)
+        spans = [_submit_span(r) for r in records] if telemetry.enabled() else []
+        try:
+            known = await self._dependency_statuses(records)
+            for record in records:
+                missing = [str(d) for d in record.dependencies if d not in known]
+                if missing:
+                    raise LogicalError(f"dependencies: unknown task ids {missing}")
+                known[record.id] = record.status
+            stored = await task_store.insert_many(self.pool, records)
+        except Exception as exc:
+            for span in spans:
+                telemetry.end_span(span, exc)
+            raise
+        for span in spans:
+            telemetry.end_span(span)
         # a task stored by a call that died with its task manager is this shard's too (one
         # leased meanwhile is left to `_sweep_orphans`, which adopts its lease)
         new = [self._adopt(task) for task, created in stored
                if created or (task.id not in self.tasks and task.status in (S.PENDING, S.QUEUED)
                               and shard_of(task.id, self.shards) == self.shard)]  # fmt: skip
+        metrics.tasks_submitted(t.required for t in new)
         waiting = [t for t in new if t.record.status is S.PENDING]
         if waiting:  # a task queued (or failed) by its dependencies is durable before we answer
             await self._resolve_dependencies(waiting)
@@ -234,6 +246,7 @@ class TaskManager(Supervised):
             raise LogicalError(f"a task must be an object, got {type(item).__name__}")
         body = dict(item)
         task_id = body.pop("id", None)
+        trace_context = _trace_context(body.pop("trace_context", None))
         try:
             create = TaskCreate.model_validate(body)
             task_id = UUID(str(task_id)) if task_id is not None else self._new_id()
@@ -255,6 +268,7 @@ class TaskManager(Supervised):
             attempt_errors=[],
             created_at=now,
             updated_at=now,
+            trace_context=trace_context,
             **fields,
         )
 
@@ -347,11 +361,15 @@ class TaskManager(Supervised):
         """Record the leases, then call their agents. The dispatch loop does not wait for
         this: the next round's leases form while these commit, and join the next batch."""
         granted = [(t, a, t.record.lease) for t, a in leases]
+        for live, agent in leases:
+            live.begin_lease_span(agent.agent_id)
         events = [
             TaskAssigned(task_id=t.id, agent_id=a.agent_id, attempt=t.record.attempt, lease=n)
             for t, a, n in granted
         ]
-        await self._commit([t.row() for t, _ in leases], events)
+        await self._commit(
+            [t.row() for t, _ in leases], events, [t.trace_carrier() for t, _ in leases]
+        )
         current: list[tuple[LiveTask, AgentEntry]] = []
         for live, agent, lease in granted:
             if live.record.lease == lease and live.record.status is S.ASSIGNED:
@@ -454,6 +472,7 @@ class TaskManager(Supervised):
                 current_attempt=live.record.lease if live else None,
             )  # fmt: skip
         status = outcome.get("status") if isinstance(outcome, dict) else None
+        live.end_lease_span(None if status == "completed" else f"{status}: {outcome!r:.300}")
         if status in ("interrupted", "unknown") or (
             status == "cancelled" and not live.cancel_asked
         ):
@@ -476,6 +495,7 @@ class TaskManager(Supervised):
     def _lease_lost(self, live: LiveTask, reason: str) -> None:
         """The agent died holding the lease: a started attempt counts, an unstarted one
         goes back to the queue for free."""
+        live.end_lease_span(reason)
         if live.record.status is S.RUNNING:
             error = {"category": "fatal", "type": _AGENT_DIED, "reason": reason}
             self._retry_or_fail(live, error, live.record.assigned_to)
@@ -538,6 +558,8 @@ class TaskManager(Supervised):
         live.set(finished_at=_utcnow(), result=result, error=error if status is not S.COMPLETED
                  else None)  # fmt: skip
         self.counters["completed" if status is S.COMPLETED else "failed"] += 1
+        record = live.record
+        metrics.task_finished(live.required, status, record.created_at, record.finished_at)
         self._changed.append(live)
         self._dependency_finished(live.id, status)
         if self.shards > 1:
@@ -575,12 +597,25 @@ class TaskManager(Supervised):
         self._changed = []
         if not changed:
             return
-        await self._commit([t.row() for t in changed], self._terminal_events(changed))
+        ended = [t for t in changed if t.record.status.is_terminal]
+        spans = [_commit_span(t) for t in ended] if telemetry.enabled() else []
+        try:
+            await self._commit(
+                [t.row() for t in changed],
+                self._terminal_events(ended),
+                [t.trace_carrier() for t in ended],
+            )
+        except Exception as exc:
+            for span in spans:
+                telemetry.end_span(span, exc)
+            raise
+        for span in spans:
+            telemetry.end_span(span)
         for live in changed:
             if live.record.status.is_terminal:
                 self._forget(live)
 
-    def _terminal_events(self, changed: list[LiveTask]) -> list[Event]:
+    def _terminal_events(self, ended: list[LiveTask]) -> list[Event]:
         return [
             TaskResult(
                 task_id=t.id,
@@ -590,12 +625,12 @@ class TaskManager(Supervised):
                 result=t.record.result,
                 error=t.record.error,
             )
-            for t in changed
-            if t.record.status.is_terminal
+            for t in ended
         ]
 
     def _forget(self, live: LiveTask) -> None:
         """A finished task leaves memory; its waiters get the final view."""
+        live.end_lease_span(f"task ended {live.record.status.value}")
         self.tasks.pop(live.id, None)
         waiters = self._waiters.pop(live.id, None)
         if waiters:
@@ -794,6 +829,10 @@ class TaskManager(Supervised):
         record = record.record if isinstance(record, LiveTask) else record
         return record.model_dump(mode="json")
 
+    def _report_load(self) -> None:
+        """Queue depth and leases in flight, each `metrics.reporter` round."""
+        metrics.shard_load(self.shard, [t.record.status for t in self.tasks.values()])
+
     async def statistics(self) -> dict[str, Any]:
         await self._up.wait()
         by_status: dict[str, int] = {}
@@ -809,11 +848,17 @@ class TaskManager(Supervised):
 
     # ---- plumbing -------------------------------------------------------------------------
 
-    async def _commit(self, rows: list[tuple[Any, ...]], events: list[Event] | None = None) -> None:
-        """Write durably; a stale owner or a failure no retry can mend stops this shard
-        (its successor rebuilds from PostgreSQL), as OTP would let it crash."""
+    async def _commit(
+        self,
+        rows: list[tuple[Any, ...]],
+        events: list[Event] | None = None,
+        headers: list[dict[str, str] | None] | None = None,
+    ) -> None:
+        """Write durably, each event with its task's trace `headers`; a stale owner or a
+        failure no retry can mend stops this shard (its successor rebuilds from
+        PostgreSQL), as OTP would let it crash."""
         try:
-            refused = await self.committer.write(rows, events or [])
+            refused = await self.committer.write(rows, events or [], headers)
         except Fenced as exc:
             _log.error("tm:%s epoch %s fenced out: %s", self.shard, self.epoch, exc)
             self.exit_child("fatal", f"fenced: {exc}")
@@ -831,6 +876,38 @@ class TaskManager(Supervised):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+
+def _trace_context(value: Any) -> dict[str, str] | None:
+    """The submitter's trace headers, if they are headers (anything else is dropped)."""
+    if isinstance(value, dict) and value and all(
+        isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+    ):
+        return value
+    return None
+
+
+def _submit_span(record: Task) -> Any:
+    """`task.submit`, child of the submitter's context; the task keeps its context, so
+    the task's leases (whoever grants them) are its children."""
+    span = telemetry.start_span(
+        "task.submit",
+        record.trace_context,
+        {"task.id": str(record.id), "capability": ",".join(sorted(record.required_capabilities))
+         or "any", "title": record.title[:200]},
+    )  # fmt: skip
+    record.__dict__["trace_context"] = telemetry.span_carrier(span)
+    return span
+
+
+def _commit_span(live: LiveTask) -> Any:
+    r = live.record
+    return telemetry.start_span(
+        "task.commit",
+        live.trace_carrier(),
+        {"task.id": str(r.id), "status": r.status.value, "attempt": r.attempt,
+         "agent.id": r.assigned_to},
+    )  # fmt: skip
 
 
 def _dependency_error(dep: UUID, status: TaskStatus) -> dict[str, Any]:

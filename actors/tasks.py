@@ -26,6 +26,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.task_manager import shard_of, task_manager_name
+from runtime import telemetry
 
 __all__ = [
     "RESTART_WAIT_S",
@@ -161,8 +162,9 @@ class TaskClient:
     async def submit_many(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Submit many tasks, one call per shard; results in the order given."""
         by_shard: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        trace = {"trace_context": carrier} if (carrier := telemetry.carrier()) else {}
         for index, task in enumerate(tasks):
-            item = {**task, "id": str(task.get("id") or uuid4())}
+            item = {**trace, **task, "id": str(task.get("id") or uuid4())}
             by_shard.setdefault(shard_of(UUID(item["id"]), self.shards), []).append((index, item))
         answers = await asyncio.gather(
             *(self._submit_to(s, [i for _, i in items]) for s, items in by_shard.items())

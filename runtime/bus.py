@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from pydantic import ValidationError
 
-from runtime import telemetry
+from runtime import metrics, telemetry
 from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
 from runtime.store.outbox import NOTIFY_CHANNEL
 
@@ -268,6 +268,7 @@ class OutboxRelay:
             if sent:
                 await conn.execute("UPDATE outbox SET sent_at = now() WHERE seq = ANY($1)", sent)
         self.published += len(sent)
+        metrics.events_published(r["subject"] for r in rows[: len(sent)])
         return len(sent)
 
     def wake(self, *_: Any) -> None:

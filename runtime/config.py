@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     nats_url: NatsDsn | None = Field(
         None, description="NATS URL; unset starts an embedded nats-server under `home`."
     )
+    nats_monitor_url: HttpUrl | None = Field(
+        None,
+        description="nats-server's HTTP monitoring (`http://host:8222`), read for the NATS "
+        "rates of /api/v1/metrics/system; the embedded server's is found by itself.",
+    )
     ray_address: str | None = Field(
         None, description="Ray cluster address (`auto`, `ray://...`); unset starts local Ray."
     )
@@ -206,6 +211,12 @@ class Settings(BaseSettings):
     )
     memory_max_value_bytes: int = Field(
         65_536, ge=16, le=1_048_576, description="Largest value in shared memory, as JSON."
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        None, description="Log lines (`runtime.logs`); unset: text on a terminal, else JSON."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="rayvisor's loggers' level; unset: INFO in Ray workers, else WARNING."
     )
     tree: dict[str, Any] | None = Field(
         None, description="The supervision tree (pools of agents); validated by supervisors.tree."

@@ -20,6 +20,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from runtime import telemetry
 from runtime.config import ModelSettings
 from runtime.errors import LogicalError, TransientError
 from runtime.models.enums import ToolStatus
@@ -90,8 +91,15 @@ class ModelClient:
             await self._refused(call, reason)
             raise ToolUnavailable(reason, {"model": self.name})
         await tool_store.start(self._pool, call)
+        attributes = {"model.name": self.name, "agent.id": self.agent_id, "task.id": task_id}
         try:
-            answer = await self._with_retries(checked, options)
+            with telemetry.span("model.chat", attributes=attributes) as span:
+                answer = await self._with_retries(checked, options)
+                if span is not None:
+                    usage = answer.get("usage") or {}
+                    span.set_attribute("model.prompt_tokens", usage.get("prompt_tokens") or 0)
+                    span.set_attribute("model.completion_tokens",
+                                       usage.get("completion_tokens") or 0)  # fmt: skip
         except BaseException as exc:
             if not isinstance(exc, LogicalError | asyncio.CancelledError):
                 self._guard.breaker.record_failure(time.monotonic())

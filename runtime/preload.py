@@ -1,7 +1,8 @@
 """A Ray worker setup hook that loads rayvisor's modules before the worker gets an actor.
 
 `init_ray` installs `preload` as the job's `worker_process_setup_hook`, so it runs in every
-worker process of the job right after the process starts. It imports the modules named in
+worker process of the job right after the process starts. It sets up structured logs
+(`runtime.logs`: JSON lines on the worker's stderr file), then imports the modules named in
 `RAYVISOR_PRELOAD` (comma-separated; `module:function` also calls the function) and nothing
 else; workers without that variable (the job's plain runtime env) pay one small import.
 Agent hosts run with the variable set, and so do the warm workers a supervisor has Ray
@@ -16,12 +17,19 @@ import importlib
 import logging
 import os
 
+from runtime import logs, telemetry
+
 __all__ = ["PRELOAD_ENV", "preload"]
 
 PRELOAD_ENV = "RAYVISOR_PRELOAD"
 
 
 def preload() -> None:
+    try:  # first, so that what follows logs structured lines
+        logs.setup(everything=True)
+    except ValueError:  # a bad RAYVISOR_LOG_FORMAT / _LEVEL: Python's default handler
+        logging.getLogger(__name__).exception("logs not set up")
+    telemetry.preload()
     for entry in filter(None, (n.strip() for n in os.environ.get(PRELOAD_ENV, "").split(","))):
         module, _, function = entry.partition(":")
         try:

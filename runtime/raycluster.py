@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from runtime import telemetry
 from runtime.config import Settings
 
-__all__ = ["init_ray", "prestart_workers", "quiet_driver"]
+__all__ = ["auth_token_source", "init_ray", "prestart_workers", "quiet_driver"]
 
 _log = logging.getLogger("rayvisor.ray")
 
@@ -123,8 +124,11 @@ def init_ray(
             "RAYVISOR_DATABASE_URL": database_url,
             "RAYVISOR_NATS_URL": nats_url,
             "RAYVISOR_HOME": str(settings.home),
+            **telemetry.configured_env(),  # workers export their spans where this one does
+            **_log_env(settings),  # workers log as the settings say
         },
-        # loads what RAYVISOR_PRELOAD names (set for agent hosts only) as a worker starts
+        # sets up logs and loads what RAYVISOR_PRELOAD names (set for agent hosts only) as a
+        # worker starts
         "worker_process_setup_hook": "runtime.preload.preload",
     }
     options: dict[str, Any] = {
@@ -146,6 +150,38 @@ def init_ray(
     context = ray.init(**options)
     _keep_raylet_messages()
     return context
+
+
+def _log_env(settings: Settings) -> dict[str, str]:
+    """`log_format` and `log_level` for the workers' `runtime.logs`, when they are set."""
+    from runtime.logs import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+
+    chosen = {LOG_FORMAT_ENV: settings.log_format, LOG_LEVEL_ENV: settings.log_level}
+    return {name: value for name, value in chosen.items() if value}
+
+
+def auth_token_source() -> str | None:
+    """Where the token this driver gives Ray is (`$RAY_AUTH_TOKEN`, or a file), for people
+    to sign in to the dashboard with; None when the cluster does not ask for one.
+
+    Ray (2.52+; on by default for a local cluster since 2.60) checks every request to the
+    dashboard, its HTTP API included, against one token: the `RAY_AUTH_TOKEN` variable, else
+    the file `RAY_AUTH_TOKEN_PATH` names, else `~/.ray/auth_token` (made by the `ray.init`
+    that started the cluster). The dashboard's page asks a browser for it once and keeps it
+    in a cookie (`ray-authentication-token`, 30 days); `ray get-auth-token` prints it.
+    Call after `ray.init`.
+    """
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        if not is_token_auth_enabled():
+            return None
+    except ImportError:  # a Ray without token authentication
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    named = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return str(Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token")
 
 
 _raylet_stubs: dict[str, Any] = {}

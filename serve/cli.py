@@ -23,6 +23,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from runtime import logs
 from runtime.cli import (
     app,
     connect_ray,
@@ -34,12 +35,12 @@ from runtime.cli import (
     up_services,
 )
 from runtime.client import ApiError, Client
-from runtime.config import Settings
+from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
 from runtime.models.enums import AgentState, Scope
 from runtime.ownership import AlreadyRunning, Ownership
 from runtime.policies import TaskStatus
-from runtime.raycluster import init_ray
+from runtime.raycluster import auth_token_source, init_ray
 from runtime.services import ensure_services
 from runtime.store import api_keys
 from supervisors.tree import (
@@ -54,6 +55,19 @@ from supervisors.tree import (
 __all__ = ["app"]
 
 T = TypeVar("T")
+
+
+@app.callback()
+def _logs() -> None:
+    """Before any command: rayvisor's loggers write `runtime.logs` lines (text on a terminal,
+    warnings and up unless `log_level` says otherwise), as its Ray workers do."""
+    try:
+        settings = load_settings()
+    except ConfigError:  # the command reports it (a bad log setting too)
+        with contextlib.suppress(ValueError):
+            logs.setup()
+        return
+    logs.setup(settings.log_format, settings.log_level)
 
 
 def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) -> tuple[Any, Any]:
@@ -108,7 +122,12 @@ def _serve(settings: Settings) -> tuple[str, str]:
 
     urls = ensure_services(settings)
     resolved = Settings.model_validate(
-        {**settings.model_dump(), "database_url": urls.database_url, "nats_url": urls.nats_url}
+        {
+            **settings.model_dump(),
+            "database_url": urls.database_url,
+            "nats_url": urls.nats_url,
+            "nats_monitor_url": urls.nats_monitor_url,  # the embedded server's, or as set
+        }
     )
     with console.status(f"starting the HTTP API on {settings.http_url}"):
         url = deploy(resolved)
@@ -155,8 +174,7 @@ def _run_up(settings: Settings, ownership: Ownership) -> None:
     table = Table(title="rayvisor is up", show_header=False)
     table.add_row("HTTP API", url)
     table.add_row("API docs", f"{url}/docs")
-    dashboard = context.dashboard_url
-    table.add_row("Ray dashboard", f"http://{dashboard}" if dashboard else "(not running)")
+    table.add_row("Ray dashboard", _dashboard_cell(context.dashboard_url))
     table.add_row("admin key", f"{key}  (also in {settings.home / 'api_key'})")
     console.print(table)
     console.print("Ctrl-C (or `rayvisor down`) stops the tree and the API")
@@ -168,6 +186,17 @@ def _run_up(settings: Settings, ownership: Ownership) -> None:
     finally:
         _stop_everything(settings)
         ray.shutdown()
+
+
+def _dashboard_cell(dashboard: str | None) -> str:
+    """The dashboard's URL and, when Ray asks for its token, where the token is: the page
+    asks a browser for it once (see `auth_token_source`)."""
+    if not dashboard:
+        return "(not running)"
+    token = auth_token_source()
+    if token is None:
+        return f"http://{dashboard}"
+    return f"http://{dashboard}\nsign in with the token in {token} (`ray get-auth-token` prints it)"
 
 
 def _stop_everything(settings: Settings) -> list[str]:

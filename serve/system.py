@@ -1,14 +1,17 @@
-"""What one ingress replica holds: its settings, PostgreSQL pool, NATS connection, and
-the actors it calls (task manager shards, supervisors) by name: each is a `NamedActor`,
-found again after its supervisor (or Ray, for the root) restarts it."""
+"""What one ingress replica holds: its settings, PostgreSQL pool, NATS connection (and the
+NATS server's monitoring, when its URL is known), and the actors it calls (task manager
+shards, supervisors) by name: each is a `NamedActor`, found again after its supervisor (or
+Ray, for the root) restarts it."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 
 from actors.tasks import RESTART_WAIT_S, NamedActor, TaskClient
 from runtime.bus import Bus
@@ -17,6 +20,7 @@ from runtime.store.pool import create_pool
 from runtime.tools import ToolRegistry
 from serve.auth import Authenticator
 from serve.batching import SubmitBatcher
+from serve.nats_monitor import NatsMonitor
 from supervisors.tree import ROOT_NAME, get_root
 
 __all__ = ["System"]
@@ -30,6 +34,8 @@ class System:
     auth: Authenticator
     tasks: TaskClient
     submits: SubmitBatcher
+    nats_monitor: NatsMonitor | None = None
+    """nats-server's `/varz`; None when no monitoring URL is configured."""
     started_at: float = field(default_factory=time.monotonic)
     restart_wait_s: float = RESTART_WAIT_S
     _named: dict[str, NamedActor] = field(default_factory=dict)
@@ -44,6 +50,11 @@ class System:
             settings.nats_servers, name="rayvisor-http", stream=settings.stream_name
         )
         tasks = TaskClient(settings.namespace, settings.task_shards)
+        monitor = None
+        if settings.nats_monitor_url is not None:
+            monitor = NatsMonitor(str(settings.nats_monitor_url))
+            with contextlib.suppress(httpx.HTTPError):  # the first interval starts here
+                await monitor.figures()
         return cls(
             settings=settings,
             pool=pool,
@@ -51,6 +62,7 @@ class System:
             auth=Authenticator(pool, settings.http.key_cache_s),
             tasks=tasks,
             submits=SubmitBatcher(tasks),
+            nats_monitor=monitor,
         )
 
     def tools(self) -> ToolRegistry:
@@ -77,5 +89,7 @@ class System:
         return self.named(ROOT_NAME)
 
     async def close(self) -> None:
+        if self.nats_monitor is not None:
+            await self.nats_monitor.close()
         await self.bus.close()
         await self.pool.close()

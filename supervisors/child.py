@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import ray
 
+from runtime import telemetry
+
 __all__ = [
     "CONCURRENCY_GROUPS",
     "CONTROL_GROUP",
@@ -68,6 +70,7 @@ class Supervised:
         self.namespace = namespace or ray.get_runtime_context().namespace
         self._last_tick = time.monotonic()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        telemetry.setup(type(self).__name__, actor=child_id)
         await self.on_start()
         context = ray.get_runtime_context()
         return {

@@ -51,8 +51,8 @@ from typing import Any
 
 import ray
 from ray.exceptions import RayError
-from ray.util.metrics import Counter, Gauge
 
+from runtime import metrics, telemetry
 from runtime.config import load_settings
 from runtime.errors import Conflict
 from runtime.models.enums import SupervisorEventKind as Kind
@@ -167,13 +167,6 @@ class Supervisor(WarmSpares, Supervised):
         self._started = asyncio.Event()
         self._warm: list[tuple[float, float]] = []  # (asked at, keep-alive ends), monotonic
         self._warm_env: str | None = None  # the runtime env the warm workers are for
-        tags = ("supervisor", "child")
-        self._restarts_metric = Counter(
-            "rayvisor_restarts", "Children restarted, by supervisor and child", tags
-        )
-        self._breaker_metric = Gauge(
-            "rayvisor_breaker_open", "1 while a child's circuit is open or half-open", tags
-        )
         if autostart:  # a root restarted by Ray rebuilds its tree by itself
             ray.get_runtime_context().current_actor.rv_start.remote(self.spec.id, "", namespace)
 
@@ -193,6 +186,7 @@ class Supervisor(WarmSpares, Supervised):
         self._writer = asyncio.get_running_loop().create_task(
             write_in_order(self._events, self._record, label=self.spec.id)
         )
+        self._spawn(metrics.reporter(self.namespace, self._report_metrics))
         if self.spec.template is not None and self.spec.template.agent:
             await self._record_template(self.spec.template)
         self.state = "starting"
@@ -743,6 +737,15 @@ class Supervisor(WarmSpares, Supervised):
             node["children"].append(entry)
         return node
 
+    def _report_metrics(self) -> None:
+        """Breakers and agents by state, set again each `metrics.reporter` round."""
+        now = time.monotonic()
+        for c in self.children:
+            is_open = c.breaker.state_at(now) is not CircuitState.CLOSED
+            metrics.breaker_open(self.spec.id, c.spec.id, is_open)
+        agents = [c.state.value for c in self.children if c.spec.agent]
+        metrics.agents_by_state(self.spec.id, agents)
+
     async def statistics(self) -> dict[str, Any]:
         states: dict[str, int] = {}
         for c in self.children:
@@ -766,13 +769,14 @@ class Supervisor(WarmSpares, Supervised):
             detail=detail or {},
         )
         _log.info("%s %s %s %s", self.spec.id, kind.value, event.child_id or "", reason)
+        telemetry.event(f"supervisor.{kind.value}", {"supervisor.id": self.spec.id,
+                        "child.id": event.child_id, "reason": reason[:500]})  # fmt: skip
         self._events.put_nowait(event)
         if child is not None:
-            tags = {"supervisor": self.spec.id, "child": child.spec.id}
             if kind is Kind.RESTARTED:
-                self._restarts_metric.inc(1, tags)
+                metrics.child_restarted(self.spec.id, child.spec.id)
             elif kind in (Kind.CIRCUIT_OPENED, Kind.CIRCUIT_CLOSED):
-                self._breaker_metric.set(1 if kind is Kind.CIRCUIT_OPENED else 0, tags)
+                metrics.breaker_open(self.spec.id, child.spec.id, kind is Kind.CIRCUIT_OPENED)
 
     async def _record(self, event: SupervisorDecision) -> None:
         await supervision.record_event(

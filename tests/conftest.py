@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from helpers import with_database
+from otlp_receiver import OtlpReceiver
 
 from runtime.bus import Bus
 from runtime.config import load_settings
@@ -37,6 +38,8 @@ class Services:
     home: Path
     postgres: EmbeddedPostgres | None
     nats: EmbeddedNats | None
+    nats_monitor_url: str | None = None
+    """The server's HTTP monitoring: the embedded one's, or RAYVISOR_NATS_MONITOR_URL."""
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     nats_server = None if external_nats else EmbeddedNats(home)
     database_url = external_db or postgres.start()  # type: ignore[union-attr]
     nats_url = external_nats or nats_server.start()  # type: ignore[union-attr]
-    yield Services(database_url, nats_url, home, postgres, nats_server)
+    monitor = os.environ.get("RAYVISOR_NATS_MONITOR_URL") or (
+        nats_server.monitor_url() if nats_server else None
+    )
+    yield Services(database_url, nats_url, home, postgres, nats_server, monitor)
     if nats_server is not None:
         nats_server.stop()
     if postgres is not None:
@@ -99,8 +105,20 @@ async def bus(services: Services) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture(scope="session")
-def ray_session(services: Services) -> Iterator[None]:
-    """One local Ray on loopback for the whole session, with a small CPU count.
+def otlp() -> Iterator[OtlpReceiver]:
+    """A trace receiver on loopback that every process of the session exports to, as a
+    user's collector would: the session runs with tracing on (spans go out every 0.2 s)."""
+    receiver = OtlpReceiver().start()
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+    os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(services: Services, otlp: OtlpReceiver) -> Iterator[None]:
+    """One local Ray on loopback for the whole session, with a small CPU count, its
+    processes exporting their spans to `otlp`.
 
     Actors in it use the session server's `rayvisor` database (schema applied here).
     """
@@ -116,8 +134,11 @@ def ray_session(services: Services) -> Iterator[None]:
     asyncio.run(migrate())
     settings = load_settings(home=services.home)
     init_ray(
-        settings, services.database_url, services.nats_url, namespace="rayvisor-test", num_cpus=2
-    )
+        settings, services.database_url, services.nats_url, namespace="rayvisor-test", num_cpus=2,
+        dashboard=True,  # Ray's state API (ray.util.state) and `rayvisor up`'s sign-in need it
+        # metrics reach the Prometheus export every 2 s, not 10 (tests/e2e/test_metrics_export)
+        _system_config={"metrics_report_interval_ms": 2000},
+    )  # fmt: skip
     yield
     ray.shutdown()
 

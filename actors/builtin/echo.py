@@ -8,10 +8,12 @@
 | `block_s: float` | `time.sleep` on the event loop (a hung agent, as the supervisor sees it) |
 | `work_s: float` | `time.sleep` through `ctx.run_blocking` (busy, but never taken for hung) |
 | `progress: int` | report that many progress steps |
+| `log: str` | log it at INFO on `ctx.log` (a structured line naming the task) |
 | `discover: {type, content, confidence, data}` | share a discovery |
 | `fail: "transient" \\| "fatal" \\| "logical"` | raise the matching `TaskError` |
 | `save: {...}` | save it as the agent's durable state |
 | `not_json: true` | return a value that is not JSON-serialisable |
+| `tool: {name, arguments}` | call a registered tool; its output is the result's `tool_output` |
 | `ask: {to, payload, timeout_s}` | ask another agent; the answer is the result's `answer` |
 | `tell: {to, payload}` | tell another agent |
 
@@ -66,6 +68,8 @@ class EchoAgent(Agent):
             time.sleep(float(params["block_s"]))
         if "work_s" in params:
             await ctx.run_blocking(time.sleep, float(params["work_s"]))
+        if "log" in params:
+            ctx.log.info("%s", params["log"])
         steps = int(params.get("progress", 0))
         for step in range(1, steps + 1):
             await ctx.progress(step / steps, f"step {step} of {steps}")
@@ -83,6 +87,10 @@ class EchoAgent(Agent):
             raise _FAILURES[kind](f"asked to fail ({kind})", {"requested": kind})
         if params.get("not_json"):
             return {"value": object()}
+        if "tool" in params:
+            call = params["tool"]
+            output = await ctx.tool(call["name"], **call.get("arguments", {}))
+            params = {**params, "tool_output": output}
         if "tell" in params:
             told = params["tell"]
             await ctx.tell(told["to"], told.get("payload", {}))

@@ -110,7 +110,9 @@ class Task(Record):
     whose handler started (or may have): a lease handed back unstarted does not count.
     """
 
-    json_columns = frozenset({"parameters", "result", "error", "attempt_errors", "fan_out"})
+    json_columns = frozenset(
+        {"parameters", "result", "error", "attempt_errors", "fan_out", "trace_context"}
+    )
 
     id: UUID = Field(default_factory=uuid4)
     project_id: UUID | None = None
@@ -143,6 +145,9 @@ class Task(Record):
     updated_at: UtcDatetime = Field(default_factory=utcnow)
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
+    trace_context: dict[str, str] | None = None
+    """The W3C trace context (`traceparent`) of the task's trace, when tracing is on: its
+    trace id is the one to look up in the tracing backend."""
 
     @field_validator("error", mode="before")
     @classmethod

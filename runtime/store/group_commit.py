@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,9 +80,10 @@ WITH owner AS (
     RETURNING t.id
 ), queued AS (
     INSERT INTO outbox (id, subject, payload, headers)
-    SELECT e.id, e.subject, e.payload::jsonb, ${_N + 6}::jsonb
-    FROM unnest(${_N + 1}::uuid[], ${_N + 2}::text[], ${_N + 3}::text[], ${_N + 4}::uuid[])
-        AS e(id, subject, payload, task_id)
+    SELECT e.id, e.subject, e.payload::jsonb, e.headers::jsonb
+    FROM unnest(${_N + 1}::uuid[], ${_N + 2}::text[], ${_N + 3}::text[], ${_N + 4}::uuid[],
+                ${_N + 6}::text[])
+        AS e(id, subject, payload, task_id, headers)
     WHERE e.task_id IN (SELECT id FROM changed)
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
@@ -120,6 +121,7 @@ def _json(value: Any) -> str | None:
 class _Batch:
     rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)  # task id -> latest state
     events: list[Event] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)  # each event's trace headers, as JSON
     done: asyncio.Future[frozenset[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -144,7 +146,7 @@ class _Batch:
             [e.model_dump_json(by_alias=True) for e in events],
             [getattr(e, "task_id", None) for e in events],
             len(events),
-            telemetry.carrier(),
+            self.headers,
             owner[0] if owner else None,
             owner[1] if owner else None,
         ]
@@ -177,10 +179,15 @@ class GroupCommitter:
         self._conn: asyncpg.Connection | None = None
 
     async def write(
-        self, rows: Sequence[tuple[Any, ...]], events: Sequence[Event] = ()
+        self,
+        rows: Sequence[tuple[Any, ...]],
+        events: Sequence[Event] = (),
+        headers: Sequence[Mapping[str, str] | None] | None = None,
     ) -> frozenset[Any]:
         """Durably write `rows` ((id, expected lease, *TASK_STATE_COLUMNS) tuples) and the
-        `events` of their tasks; the ids of the rows refused for holding another lease."""
+        `events` of their tasks, each published with its `headers` (its task's trace
+        context; default: the caller's); the ids of the rows refused for holding another
+        lease."""
         if not rows and not events:
             return frozenset()
         if self._batch is None:
@@ -190,6 +197,11 @@ class GroupCommitter:
         for row in rows:
             batch.add(row)
         batch.events.extend(events)
+        if headers is None:
+            headers = [telemetry.carrier()] * len(events)
+        if len(headers) != len(events):
+            raise ValueError(f"{len(events)} events but {len(headers)} headers")
+        batch.headers.extend(_json(h) if h else "{}" for h in headers)  # type: ignore[misc]
         written = await asyncio.shield(batch.done)
         return frozenset(row[0] for row in rows if row[0] not in written)
 

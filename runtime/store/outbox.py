@@ -9,7 +9,7 @@ import asyncpg
 from runtime import telemetry
 from runtime.models.events import Event
 
-__all__ = ["NOTIFY_CHANNEL", "add", "pending_count"]
+__all__ = ["NOTIFY_CHANNEL", "add", "oldest_pending_age_s", "pending_count"]
 
 NOTIFY_CHANNEL = "rayvisor_outbox"
 
@@ -31,3 +31,13 @@ async def add(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
 
 async def pending_count(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     return await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+
+
+async def oldest_pending_age_s(conn: asyncpg.Connection | asyncpg.Pool) -> float:
+    """Seconds since the oldest unpublished row was written, on the server's clock (0 when
+    none is left): how far the relay is behind."""
+    age = await conn.fetchval(
+        "SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox"
+        " WHERE sent_at IS NULL ORDER BY seq LIMIT 1"
+    )
+    return float(age or 0.0)

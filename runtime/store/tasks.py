@@ -69,6 +69,7 @@ COLUMNS: tuple[str, ...] = (
     "updated_at",
     "started_at",
     "finished_at",
+    "trace_context",
 )
 """The columns of `tasks`: what `insert` writes; all but `id` are what `update` may set."""
 _UPDATABLE = frozenset(COLUMNS) - {"id"}

@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
+from runtime import telemetry
 from runtime.models.api import Page, TaskCreate
 from runtime.models.enums import Scope, TaskStatus
 from runtime.models.records import Task, ToolExecution
@@ -45,6 +46,9 @@ async def create_task(
     item = body.model_dump(mode="json")
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key
+    trace_context = telemetry.carrier()
+    if trace_context:  # the task's trace starts at this request
+        item["trace_context"] = trace_context
     new_id = uuid4()
     stored = await system.submits.submit({**item, "id": str(new_id)})
     # the task manager's view is a Task dumped as JSON: sent as is, not validated twice more

@@ -71,6 +71,7 @@ def running_http_system(services, pools: list[dict], **settings: object) -> Iter
         home=services.home,
         database_url=services.database_url,
         nats_url=services.nats_url,
+        nats_monitor_url=services.nats_monitor_url,
         namespace=namespace,
         http_port=free_port(),
         http={"keep_alive_s": 1.0},

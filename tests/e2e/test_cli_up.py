@@ -35,8 +35,11 @@ def _env(services, port: int, **extra: str) -> dict[str, str]:
     }
 
 
-def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    """`rayvisor up` as a user runs it, once it has printed its admin key: (process, key)."""
+def _start_up(
+    env: dict[str, str], printed: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`rayvisor up` as a user runs it, once it has printed its admin key: (process, key);
+    the lines it printed up to the key go to `printed`."""
     up = subprocess.Popen(
         [sys.executable, "-m", "serve.cli", "up"],
         env=env,
@@ -48,6 +51,8 @@ def _start_up(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     def key_printed() -> str | None:
         line = up.stdout.readline() if up.stdout else ""
         assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
+        if printed is not None:
+            printed.append(line)
         found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
         return found.group(1) if found else None
 
@@ -71,9 +76,11 @@ def _rayvisor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_session) -> None:
     port = free_port()
     env = _env(services, port)
-    up, key = _start_up(env)
+    printed: list[str] = []
+    up, key = _start_up(env, printed)
     try:
         assert (services.home / "api_key").read_text().strip() == key
+        _assert_dashboard_sign_in_works(printed)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             ready = http.get("/readyz")
             assert ready.status_code == 200, ready.text
@@ -90,6 +97,24 @@ def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_s
         if up.poll() is None:
             up.kill()
         asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+
+
+def _assert_dashboard_sign_in_works(printed: list[str]) -> None:
+    """The "Ray dashboard" row names the dashboard and the token file to sign in with (Ray
+    asks for it); with that token the dashboard's API answers, without it refuses."""
+    said = "".join(printed)
+    found = re.search(r"Ray dashboard\s*│\s*(http://\S+)", said)
+    assert found, said
+    dashboard = found.group(1)
+    token_in = re.search(r"sign in with the token in (\S+) \(`ray get-auth-token`", said)
+    assert token_in, said
+    token_file = Path(token_in.group(1))
+    assert token_file.is_file(), token_file
+    token = token_file.read_text().strip()
+    with httpx.Client(base_url=dashboard, timeout=30) as http:
+        assert http.get("/api/v0/actors?limit=1").status_code == 401
+        signed_in = http.get("/api/v0/actors?limit=1", headers={"Authorization": f"Bearer {token}"})
+        assert signed_in.status_code == 200, signed_in.text
 
 
 def test_a_second_up_on_the_same_home_or_database_is_refused_naming_the_first(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import nats
 import pytest
 from helpers import wait_until
 
@@ -66,8 +69,47 @@ def test_system_metrics(http_system) -> None:
     assert metrics["agents"]["total"] >= 2
     assert metrics["agents"]["idle"] + metrics["agents"]["busy"] >= 2
     assert set(metrics["tasks"]) >= {"pending", "queued", "running", "completed", "failed"}
-    assert metrics["nats"]["connected"] is True
     assert 0 <= metrics["host"]["memory_percent"] <= 100
+    server = metrics["nats"]
+    assert server["connected"] is True
+    monitor = str(http_system.settings.nats_monitor_url).rstrip("/")
+    assert server["monitor_url"] == monitor
+    assert server["monitor_error"] is None
+    assert server["connections"] >= 1  # this replica's, at least
+    assert server["in_msgs"] >= 0 and server["out_bytes"] >= 0
+
+
+def test_system_metrics_nats_rates_are_the_servers_over_the_last_interval(
+    http_system, services
+) -> None:
+    """N messages published by another client show in the server's counters and in the
+    rate over the interval that covers them (the replica samples `/varz` at most each 1 s)."""
+    count, size = 3000, 100
+
+    async def publish() -> None:
+        nc = await nats.connect(services.nats_url)
+        try:
+            for _ in range(count):
+                await nc.publish("rayvisor.test.rates", b"x" * size)
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    with http_system.client("read") as rv:
+        before = rv.system_metrics()["nats"]
+        asyncio.run(publish())
+        after = wait_until(
+            lambda: (
+                (n := rv.system_metrics()["nats"])["in_msgs"] >= before["in_msgs"] + count and n
+            ),
+            timeout_s=30,
+            interval_s=0.2,
+        )
+    assert after["in_bytes"] >= before["in_bytes"] + count * size
+    # the interval ends at the sample that first saw them, so it covers them all
+    assert after["interval_s"] >= 1.0
+    assert after["in_msgs_per_s"] >= 0.99 * count / after["interval_s"]
+    assert after["in_bytes_per_s"] >= 0.99 * count * size / after["interval_s"]
 
 
 def _walk(node: dict):

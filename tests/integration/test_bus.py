@@ -66,9 +66,10 @@ async def test_invalid_payload_is_counted_and_the_subscriber_keeps_going(bus: Bu
     assert [e.event_id for e in received] == [good.event_id]
 
 
-async def test_trace_context_travels_in_headers(bus: Bus) -> None:
-    telemetry.setup_tracing("pytest")
-    with telemetry.tracer("pytest").start_as_current_span("submit") as span:
+async def test_trace_context_travels_in_headers(bus: Bus, otlp: object) -> None:
+    telemetry.setup("pytest")  # the session exports to `otlp`: tracing is on
+    with telemetry.span("submit") as span:
+        assert span is not None
         await bus.publish(discovery(type="trace_check"))
         trace_id = format(span.get_span_context().trace_id, "032x")
     info = await bus.js.stream_info(bus.stream)
