@@ -36,6 +36,7 @@ from actors.registry import AGGREGATOR_AGENT_ID
 from actors.task_manager import task_manager_name
 from actors.tasks import ActorUnreachable, TaskClient
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
+from runtime import telemetry
 from runtime.config import load_settings
 from runtime.models.plans import FAN_OUT_CAPABILITY, FanOut
 from runtime.models.records import Task
@@ -139,6 +140,13 @@ class Aggregator(Supervised):
         return held
 
     async def _drive(self, job: Job) -> None:
+        attributes = {"task.id": job.task_id, "agent.id": AGGREGATOR_AGENT_ID,
+                      "attempt": job.envelope.get("attempt")}  # fmt: skip
+        # the children are submitted inside: their traces hang under the parent's
+        with telemetry.span("agent.handle", job.envelope.get("trace"), attributes):
+            await self._drive_traced(job)
+
+    async def _drive_traced(self, job: Job) -> None:
         handler = asyncio.get_running_loop().create_task(self._fan_out(job))
         if self._ledger.started(job, handler):
             notify(job, STARTED)

@@ -880,8 +880,12 @@ class TaskManager(Supervised):
 
 def _trace_context(value: Any) -> dict[str, str] | None:
     """The submitter's trace headers, if they are headers (anything else is dropped)."""
-    if isinstance(value, dict) and value and all(
-        isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+    if (
+        isinstance(value, dict)
+        and value
+        and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+        )
     ):
         return value
     return None

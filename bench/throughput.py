@@ -3,7 +3,11 @@
 One run, one local Ray: the whole tree (TaskManager, outbox relay, a pool of 4 echo
 agents) takes N no-op tasks submitted through `TaskClient.submit_many` and completes them,
 every transition committed to PostgreSQL; the baseline is one caller pipelining the same
-payload to a plain Ray actor. Prints one JSON object on the last line of stdout.
+payload to a plain Ray actor. With `--tracing`, the same run again with every process
+exporting its spans to a loopback OTLP receiver, every task traced (`traced_tasks_per_s`,
+`tracing_ratio`), and once more sampling `--sample` of the tasks at their root
+(`sampled_tracing_ratio`).
+Prints one JSON object on the last line of stdout.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from uuid import UUID
 
@@ -20,12 +27,13 @@ import asyncpg
 import ray
 
 from actors.tasks import TaskClient
-from runtime.config import load_settings
+from runtime.config import Settings, load_settings
 from runtime.raycluster import init_ray
-from runtime.services import ensure_services, stop_services
+from runtime.services import ServiceUrls, ensure_services, stop_services
 from runtime.store.migrations import migrate
 from supervisors.tree import TreeSpec, build_root_spec, start_tree, stop_tree
 
+NAMESPACE = "bench-tp"
 PAYLOAD = {"title": "noop", "required_capabilities": ["echo"], "parameters": {"n": 1}}
 
 
@@ -91,30 +99,53 @@ async def run_tasks(client: TaskClient, database_url: str, count: int, batch: in
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--agents", type=int, default=4)
-    args = parser.parse_args()
-    if args.tasks < 1 or args.batch < 1 or args.agents < 1:
-        parser.error("--tasks, --batch and --agents must be at least 1")
+class SpanSink:
+    """A loopback OTLP/HTTP receiver that answers at once and keeps the bodies (counted
+    after the run), standing in for a collector."""
 
-    settings = load_settings(home=Path(tempfile.mkdtemp(prefix="rayvisor-bench-")))
-    urls = ensure_services(settings)
-    try:
-        asyncio.run(migrate(urls.database_url))
-        init_ray(settings, urls.database_url, urls.nats_url, namespace="bench-tp", num_cpus=2)
-        raw = raw_ray_calls_per_s(args.tasks)
-        tree = TreeSpec.model_validate(
-            {
-                "pools": [
-                    {"id": "echo", "agent": "actors.builtin.echo:EchoAgent", "size": args.agents}
-                ]
-            }
+    def __init__(self) -> None:
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> int:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
         )
-        start_tree(build_root_spec(tree, settings), "bench-tp")
-        client = TaskClient("bench-tp", settings.task_shards)
+
+        count = 0
+        for body in self.bodies:
+            request = ExportTraceServiceRequest.FromString(body)
+            count += sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+        return count
+
+
+def measure_system(
+    settings: Settings, urls: ServiceUrls, args: argparse.Namespace, raw_calls: int = 0
+) -> dict:
+    """Start Ray and the tree, run the tasks, stop both (the `OTEL_*` variables of this
+    process at the start decide whether it is traced); first `raw_calls` raw Ray calls."""
+    init_ray(settings, urls.database_url, urls.nats_url, namespace=NAMESPACE, num_cpus=2)
+    try:
+        raw = raw_ray_calls_per_s(raw_calls) if raw_calls else None
+        tree = TreeSpec.model_validate(
+            {"pools": [{"id": "echo", "agent": "actors.builtin.echo:EchoAgent",
+                        "size": args.agents}]}
+        )  # fmt: skip
+        start_tree(build_root_spec(tree, settings), NAMESPACE)
+        client = TaskClient(NAMESPACE, settings.task_shards)
 
         async def measure() -> dict:
             deadline = time.monotonic() + 60
@@ -125,12 +156,63 @@ def main() -> None:
             return await run_tasks(client, urls.database_url, args.tasks, args.batch)
 
         figures = asyncio.run(measure())
-        stop_tree("bench-tp")
+        stop_tree(NAMESPACE)
+        if raw is not None:
+            figures["raw_ray_calls_per_s"] = round(raw, 1)
+            figures["ratio"] = round(figures["tasks_per_s"] / raw, 3)
+        return figures
+    finally:
         ray.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="run again with every process exporting its spans (OTLP/HTTP) to a loopback "
+        "receiver, and report the traced rate beside the untraced one",
+    )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=0.1,
+        help="with --tracing, a third run sampling this share of tasks (head sampling)",
+    )
+    args = parser.parse_args()
+    if not 0 < args.sample <= 1:
+        parser.error("--sample must be in (0, 1]")
+    if args.tasks < 1 or args.batch < 1 or args.agents < 1:
+        parser.error("--tasks, --batch and --agents must be at least 1")
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        del os.environ[name]  # the first run is the untraced one
+
+    settings = load_settings(home=Path(tempfile.mkdtemp(prefix="rayvisor-bench-")))
+    urls = ensure_services(settings)
+    try:
+        asyncio.run(migrate(urls.database_url))
+        figures = measure_system(settings, urls, args, raw_calls=args.tasks)
+        if args.tracing:
+            sink = SpanSink()
+            os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+            traced = measure_system(settings, urls, args)  # every task traced (the default)
+            figures["traced_tasks_per_s"] = traced["tasks_per_s"]
+            figures["tracing_ratio"] = round(traced["tasks_per_s"] / figures["tasks_per_s"], 3)
+            figures["spans_exported"] = sink.spans()
+            os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(args.sample)
+            sampled = measure_system(settings, urls, args)
+            figures["sampled_traced_tasks_per_s"] = sampled["tasks_per_s"]
+            figures["sampled_tracing_ratio"] = round(
+                sampled["tasks_per_s"] / figures["tasks_per_s"], 3
+            )
+            figures["trace_sample"] = args.sample
+            figures["traced_lost"] = traced["lost"] + sampled["lost"]
     finally:
         stop_services(settings)
-    figures["raw_ray_calls_per_s"] = round(raw, 1)
-    figures["ratio"] = round(figures["tasks_per_s"] / raw, 3)
     figures["agents"] = args.agents
     figures["batch_window_ms"] = settings.batch_window_ms
     print(json.dumps(figures))

@@ -208,8 +208,9 @@ def setup(
     propagates writes through it; rayvisor's loggers log from `level` (default INFO), other
     libraries keep the root's level (WARNING). A root that already has handlers (the user's
     own logging set-up) is left alone, and rayvisor's loggers get the handler instead.
-    Otherwise (the CLI): only rayvisor's loggers get the handler, and their level changes only
-    when `level` (or `RAYVISOR_LOG_LEVEL`) is given, so a command's console stays quiet.
+    Otherwise (the CLI): only rayvisor's loggers get the handler; unless `level` (or
+    `RAYVISOR_LOG_LEVEL`) is given, it writes warnings and up only and no logger's level
+    changes, so a command's console stays quiet.
     """
     global _handler
     if _handler is not None:
@@ -217,12 +218,11 @@ def setup(
     handler = _Stderr()
     fmt = _resolve_format(log_format)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    level = level or os.environ.get(LOG_LEVEL_ENV) or None
+    level = level or os.environ.get(LOG_LEVEL_ENV) or (logging.INFO if everything else None)
     own = [logging.getLogger(name) for name in OWN_LOGGERS]
     root = logging.getLogger()
     if everything and not root.handlers:
         root.addHandler(handler)
-        level = level or logging.INFO
     else:
         for logger in own:
             logger.addHandler(handler)
@@ -233,5 +233,7 @@ def setup(
             raise ValueError(f"{LOG_LEVEL_ENV} must be a logging level, got {level!r}")
         for logger in own:
             logger.setLevel(resolved)
+    else:  # a child logger set lower (`rayvisor.ray` keeps DEBUG for its file) stays off
+        handler.setLevel(logging.WARNING)
     _handler = handler
     return handler

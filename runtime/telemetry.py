@@ -13,6 +13,11 @@ Spans are recorded only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPO
 set: `setup` then installs the SDK with the OTLP/HTTP exporter (the `OTEL_*` variables
 configure it, as the SDK documents). Otherwise nothing is installed and every helper here
 returns at its first test of `_enabled`: tracing off costs a branch.
+
+Every task is traced by default (the SDK's `parentbased_always_on`); a busy system samples
+with the SDK's own variables, `OTEL_TRACES_SAMPLER=parentbased_traceidratio` and
+`OTEL_TRACES_SAMPLER_ARG=0.1`: the decision is taken once, at the task's root span, and the
+task's other spans (in every process) follow it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "extract",
     "mark_error",
     "preload",
+    "sampled",
     "setup",
     "span",
     "span_carrier",
@@ -153,8 +159,9 @@ def start_span(
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> Span | None:
     """A span to end later with `end_span`, child of the context in `parent` (headers);
-    None when tracing is off."""
-    if not _enabled:
+    None when tracing is off or the parent's trace was not sampled (a task's spans follow
+    the sampling decision taken at its root, so an unsampled task costs a string test)."""
+    if not _enabled or (parent and not sampled(parent)):
         return None
     ctx = extract(parent) if parent else None
     return _tracer.start_span(name, context=ctx, kind=kind, attributes=_clean(attributes))
@@ -207,6 +214,15 @@ def event(name: str, attributes: Mapping[str, Any] | None = None) -> None:
         current.add_event(name, attributes=_clean(attributes))
     else:
         _tracer.start_span(name, attributes=_clean(attributes)).end()
+
+
+def sampled(headers: Mapping[str, str]) -> bool:
+    """Whether `traceparent` says its trace is recorded (the W3C `sampled` flag)."""
+    flags = headers.get("traceparent", "")[-2:]
+    try:
+        return bool(int(flags, 16) & 1)
+    except ValueError:
+        return True  # malformed: let the SDK decide
 
 
 def trace_id(headers: Mapping[str, str] | None) -> str | None:

@@ -68,7 +68,9 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
     if telemetry.enabled():  # a server span per request, parent of the task's spans
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
+        )
     app.state.system = system
     return app
 

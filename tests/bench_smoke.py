@@ -23,8 +23,16 @@ RUNS: dict[str, tuple[list[str], set[str]]] = {
         {"restart_p50_ms", "standby_p50_ms", "ray_native_p50_ms", "hang_detect_max_ms"},
     ),
     "throughput.py": (
-        ["--tasks", "200", "--agents", "2"],
-        {"tasks_per_s", "raw_ray_calls_per_s", "ratio", "lost", "completed_twice"},
+        ["--tasks", "200", "--agents", "2", "--tracing"],
+        {
+            "tasks_per_s",
+            "raw_ray_calls_per_s",
+            "ratio",
+            "lost",
+            "completed_twice",
+            "traced_tasks_per_s",
+            "tracing_ratio",
+        },
     ),
     "http.py": (
         ["--duration", "1", "--warmup", "0.5", "--rounds", "1", "--no-uvicorn"],

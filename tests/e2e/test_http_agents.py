@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from typing import Any
 
 import nats
 import pytest
+import ray
 from helpers import wait_until
+from ray.util.state import list_actors
 
 from runtime.client import ApiError
 
@@ -116,3 +121,49 @@ def _walk(node: dict):
     yield node
     for child in node.get("children", []):
         yield from _walk(child)
+
+
+def _ray_actors(namespace: str) -> list[Any]:
+    """The namespace's actors as Ray's state API lists them, dead ones included."""
+    return list_actors(
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("ray_namespace", "=", namespace)],
+        limit=10_000,
+        raise_on_missing_output=False,
+    )
+
+
+def _alive_by_name(actors: list[Any]) -> dict[str, Any]:
+    return {a.name: a for a in actors if a.name and a.state == "ALIVE"}
+
+
+def test_ray_state_api_lists_the_tree_as_it_reports_itself(http_system) -> None:
+    """Each node of the tree is the Ray actor of its name (same actor id and pid), ALIVE in
+    Ray exactly when running in the tree; a child SIGKILLed and restarted keeps its name
+    with a new actor and pid, and the old actor is DEAD."""
+    namespace = http_system.settings.namespace
+    with http_system.client("read") as rv:
+        nodes = {node["actor_name"]: node for node in _walk(rv.tree())}
+        alive = _alive_by_name(_ray_actors(namespace))
+        assert {"sup:root", "sup:core", "tm:0", "agent:echo-1", "agent:echo-2"} <= set(nodes)
+        for name, node in nodes.items():
+            actor = alive.get(name)
+            assert (node["state"] == "running") == (actor is not None), (name, node["state"])
+            if actor is not None:
+                assert (actor.actor_id, actor.pid) == (node["actor_id"], node["pid"]), name
+
+        victim = nodes["agent:echo-1"]
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def restarted() -> dict[str, Any] | None:
+            node = next(n for n in _walk(rv.tree()) if n["actor_name"] == "agent:echo-1")
+            back = node["state"] == "running" and node["restarts"] > victim["restarts"]
+            return node if back and node["pid"] != victim["pid"] else None
+
+        node = wait_until(restarted, timeout_s=60, interval_s=0.2)
+    actors = _ray_actors(namespace)
+    now = _alive_by_name(actors)["agent:echo-1"]
+    assert (now.actor_id, now.pid) == (node["actor_id"], node["pid"])
+    assert now.actor_id != victim["actor_id"]
+    old = next(a for a in actors if a.actor_id == victim["actor_id"])
+    assert (old.name, old.state) == ("agent:echo-1", "DEAD")

@@ -1,6 +1,6 @@
 """One trace per task, across processes: the HTTP request, the TaskManager's submit, lease
-and commit, the agent's handler, its tool call and its ask, and the asked agent's handler,
-as an OTLP collector receives them (the session's `otlp` receiver, decoding with
+and commit, the agent's handler, its tool call and its ask, the asked agent's handler, and
+the handler of the discovery it shared in a subscriber, as an OTLP collector receives them (the session's `otlp` receiver, decoding with
 opentelemetry-proto). A retried task has every attempt in its one trace."""
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ POOLS = [
         "size": 2,
         "params": {"capabilities": ["traced"]},
     },
-    {"id": "asked", "agent": "actors.builtin.echo:EchoAgent", "size": 1},
+    {
+        "id": "asked",
+        "agent": "actors.builtin.echo:EchoAgent",
+        "size": 1,
+        "params": {"subscribe": {"types": ["traced_finding"]}},
+    },
 ]
 
 
@@ -72,6 +77,7 @@ def test_a_task_over_http_is_one_trace_from_the_request_to_the_commit(
         "parameters": {
             "tool": {"name": "read_file", "arguments": {"path": "auth.log"}},
             "ask": {"to": "echo", "payload": {"q": "who?"}},
+            "discover": {"type": "traced_finding", "content": "seen", "confidence": 0.9},
         },
     }
     with system.client() as client:
@@ -82,7 +88,7 @@ def test_a_task_over_http_is_one_trace_from_the_request_to_the_commit(
     assert done["result"]["answer"]["echo"] == {"q": "who?"}
     trace_id = _trace_id(done)
     names = {"POST /api/v1/tasks", "task.submit", "task.lease", "agent.handle", "tool.call",
-             "ask", "ask.handle", "task.commit"}  # fmt: skip
+             "ask", "ask.handle", "discovery.receive", "task.commit"}  # fmt: skip
 
     def arrived() -> list[ReceivedSpan] | None:
         spans = otlp.spans(trace_id)
@@ -98,6 +104,7 @@ def test_a_task_over_http_is_one_trace_from_the_request_to_the_commit(
     tool = _one(spans, "tool.call", **{"tool.name": "read_file"})
     ask = _one(spans, "ask")
     answered = _one(spans, "ask.handle")
+    received = _one(spans, "discovery.receive", **{"discovery.type": "traced_finding"})
     commit = _one(spans, "task.commit", **{"task.id": task_id, "status": "completed"})
 
     assert submit.parent_span_id == http.span_id
@@ -105,6 +112,9 @@ def test_a_task_over_http_is_one_trace_from_the_request_to_the_commit(
     assert handle.parent_span_id == lease.span_id
     assert tool.parent_span_id == handle.span_id and ask.parent_span_id == handle.span_id
     assert answered.parent_span_id == ask.span_id
+    # through the outbox, the relay and JetStream, in the message's headers
+    assert received.parent_span_id == handle.span_id
+    assert received.resource["process.pid"] == answered.resource["process.pid"]
     assert commit.parent_span_id == lease.span_id
     assert lease.attributes["agent.id"] == handle.attributes["agent.id"] == done["assigned_to"]
     assert lease.attributes["capability"] == "traced"

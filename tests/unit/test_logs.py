@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from runtime import logs
@@ -96,3 +97,17 @@ def test_text_lines_are_for_people() -> None:
         lines = logs.TextFormatter().format(_record("failed")).splitlines()
     assert lines[0].endswith(f"{LOGGER}: failed")
     assert lines[-1] == "RuntimeError: boom"
+
+
+def test_the_format_is_json_off_a_terminal_unless_set(monkeypatch) -> None:
+    monkeypatch.delenv(logs.LOG_FORMAT_ENV, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert logs._resolve_format(None) == "json"  # a Ray worker's stderr is a file
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert logs._resolve_format(None) == "text"
+    monkeypatch.setenv(logs.LOG_FORMAT_ENV, "JSON")
+    assert logs._resolve_format(None) == "json"
+    assert logs._resolve_format("text") == "text"  # the setting, over the variable
+    monkeypatch.setenv(logs.LOG_FORMAT_ENV, "xml")
+    with pytest.raises(ValueError, match="json or text"):
+        logs._resolve_format(None)
