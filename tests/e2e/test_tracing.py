@@ -1,7 +1,8 @@
 """One trace per task, across processes: the HTTP request, the TaskManager's submit, lease
 and commit, the agent's handler, its tool call and its ask, the asked agent's handler, and
-the handler of the discovery it shared in a subscriber, as an OTLP collector receives them (the session's `otlp` receiver, decoding with
-opentelemetry-proto). A retried task has every attempt in its one trace."""
+the handler of the discovery it shared in a subscriber, as an OTLP collector receives them
+(the session's `otlp` receiver, decoding with opentelemetry-proto). A retried task has
+every attempt in its one trace."""
 
 from __future__ import annotations
 
