@@ -13,7 +13,7 @@ from runtime import telemetry
 from runtime.models.records import Task
 from runtime.policies import TaskStatus, check_task_transition
 
-__all__ = ["LiveTask", "lease_batches"]
+__all__ = ["LiveTask", "lease_batches", "submit_span", "trace_context_of"]
 
 
 @dataclass
@@ -75,6 +75,16 @@ class LiveTask:
         span, self.lease_span = self.lease_span, None
         telemetry.end_span(span, error)
 
+    def commit_span(self) -> Any:
+        """`task.commit`: the outcome's write, child of the lease it ends (None if off)."""
+        r = self.record
+        return telemetry.start_span(
+            "task.commit",
+            self.trace_carrier(),
+            {"task.id": str(r.id), "status": r.status.value, "attempt": r.attempt,
+             "agent.id": r.assigned_to},
+        )  # fmt: skip
+
     def trace_carrier(self) -> dict[str, str] | None:
         """The context the agent's work (and the result's commit) is a child of: the
         last lease's, or the task's before any."""
@@ -110,3 +120,29 @@ def lease_batches(
         size = max(1, agent.capacity // 2)
         batches += [(agent, tasks[i : i + size]) for i in range(0, len(tasks), size)]
     return batches
+
+
+def trace_context_of(value: Any) -> dict[str, str] | None:
+    """The submitter's trace headers, if they are headers (anything else is dropped)."""
+    if (
+        isinstance(value, dict)
+        and value
+        and all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+        )
+    ):
+        return value
+    return None
+
+
+def submit_span(record: Task) -> Any:
+    """`task.submit`, child of the submitter's context; the task keeps its context, so
+    the task's leases (whoever grants them) are its children."""
+    span = telemetry.start_span(
+        "task.submit",
+        record.trace_context,
+        {"task.id": str(record.id), "capability": ",".join(sorted(record.required_capabilities))
+         or "any", "title": record.title[:200]},
+    )  # fmt: skip
+    record.__dict__["trace_context"] = telemetry.span_carrier(span)
+    return span

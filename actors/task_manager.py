@@ -27,7 +27,9 @@ Guarantees:
   dependency on another shard's task is released by a notice and, whatever became of the
   notice, by re-reading PostgreSQL every `DEPENDENCY_RECHECK_S`.
 
-Tasks belong to shard `id.int % shards`; a client routes by id (see `actors.tasks`).
+Tasks belong to shard `id.int % shards`; a client routes by id (see `actors.tasks`). Its
+agent directory (`actors.task_agents`) and its reads (`actors.task_reads`) are parts of
+the class kept in modules of their own; a task's trace is `actors.live_task`'s.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ import ray
 from pydantic import ValidationError
 from ray.exceptions import RayError
 
-from actors.live_task import LiveTask, lease_batches
-from actors.registry import AGGREGATOR_AGENT_ID, AGGREGATOR_NAME, AgentEntry, Registry
+from actors.live_task import LiveTask, lease_batches, submit_span, trace_context_of
+from actors.registry import AgentEntry, Registry
+from actors.task_agents import AgentDirectory
+from actors.task_reads import TaskReads
 from runtime import metrics, telemetry
 from runtime.config import load_settings
-from runtime.errors import LogicalError, NotFound, StaleAttempt
+from runtime.errors import LogicalError, StaleAttempt
 from runtime.models.api import TaskCreate
 from runtime.models.events import Event, TaskAssigned, TaskResult
 from runtime.models.records import Task
@@ -84,7 +88,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class TaskManager(Supervised):
+class TaskManager(AgentDirectory, TaskReads, Supervised):
     """One shard of the task queue; see the module docstring."""
 
     def __init__(self, shard: int = 0, shards: int = 1) -> None:
@@ -212,7 +216,7 @@ class TaskManager(Supervised):
         """Validate and store tasks; all or nothing. Each item is a TaskCreate (+ `id`)."""
         await self._up.wait()
         records = [self._validated(item) for item in items]
-        spans = [_submit_span(r) for r in records] if telemetry.enabled() else []
+        spans = [submit_span(r) for r in records] if telemetry.enabled() else []
         try:
             known = await self._dependency_statuses(records)
             for record in records:
@@ -246,7 +250,7 @@ class TaskManager(Supervised):
             raise LogicalError(f"a task must be an object, got {type(item).__name__}")
         body = dict(item)
         task_id = body.pop("id", None)
-        trace_context = _trace_context(body.pop("trace_context", None))
+        trace_context = trace_context_of(body.pop("trace_context", None))
         try:
             create = TaskCreate.model_validate(body)
             task_id = UUID(str(task_id)) if task_id is not None else self._new_id()
@@ -598,7 +602,7 @@ class TaskManager(Supervised):
         if not changed:
             return
         ended = [t for t in changed if t.record.status.is_terminal]
-        spans = [_commit_span(t) for t in ended] if telemetry.enabled() else []
+        spans = [t.commit_span() for t in ended] if telemetry.enabled() else []
         try:
             await self._commit(
                 [t.row() for t in changed],
@@ -719,132 +723,9 @@ class TaskManager(Supervised):
                 self._dependency_finished(row["id"], status)
         await self._flush_changes()
 
-    # ---- agents --------------------------------------------------------------------------
-
-    async def register_agent(
-        self, agent_id: str, capabilities: list[str], handle: Any, capacity: int = 1
-    ) -> None:
-        """Called by an agent host each time it starts (so restarts re-register)."""
-        await self._up.wait()
-        self.registry.register(agent_id, capabilities, handle, capacity)
-        self._wake.set()
-
-    async def update_capabilities(self, agent_id: str, capabilities: list[str]) -> None:
-        """The agent gained capabilities (a specialization): match on them from now on,
-        without touching the work it holds."""
-        await self._up.wait()
-        entry = self.registry.get(agent_id)
-        if entry is not None:
-            entry.capabilities = frozenset(capabilities)
-            self._wake.set()
-
-    async def agent_down(self, agent_id: str) -> None:
-        """A supervisor saw the agent die, hang or its circuit open: stop giving it work.
-
-        The news may come after the agent's successor registered: an entry that answers
-        a ping is that successor, and stays."""
-        await self._up.wait()
-        entry = self.registry.get(agent_id)
-        if entry is None:
-            return
-        try:
-            await asyncio.wait_for(entry.handle.rv_ping.remote(), 1.0)
-        except (RayError, TimeoutError):
-            self.registry.discard(entry)
-
-    async def _discover_agents_periodically(self, every_s: float = 5.0) -> None:
-        """Find live agents through the supervision tree (after a restart of this shard)."""
-        while True:
-            with contextlib.suppress(Exception):
-                await self._discover_agents()
-            await asyncio.sleep(every_s)
-
-    async def _discover_agents(self) -> None:
-        if AGGREGATOR_AGENT_ID not in self.registry:
-            with contextlib.suppress(ValueError, RayError):
-                aggregator = ray.get_actor(AGGREGATOR_NAME, namespace=self.namespace)
-                info = await aggregator.describe.remote()
-                self.registry.register(
-                    AGGREGATOR_AGENT_ID, info["capabilities"], aggregator, info["prefetch"]
-                )
-        try:
-            agents_sup = ray.get_actor("sup:agents", namespace=self.namespace)
-        except ValueError:
-            return
-        for pool in await agents_sup.which_children.remote():
-            pool_handle = await agents_sup.child_handle.remote(pool["id"])
-            if pool_handle is None:
-                continue
-            for member in await pool_handle.which_children.remote():
-                if member["state"] != "running" or member["id"] in self.registry:
-                    continue
-                handle = await pool_handle.child_handle.remote(member["id"])
-                if handle is not None:
-                    info = await handle.describe.remote()
-                    self.registry.register(
-                        member["id"], info["capabilities"], handle, info.get("prefetch", 1)
-                    )
-        self._wake.set()
-
-    # ---- reading --------------------------------------------------------------------------
-
-    async def get(self, task_id: str) -> dict[str, Any]:
-        """The task as PostgreSQL holds it: memory may be ahead of what is committed."""
-        await self._up.wait()
-        tid = UUID(task_id)
-        record = await task_store.get(self.pool, tid)
-        if record is None:
-            raise NotFound(f"no task {task_id}")
-        return record.model_dump(mode="json")
-
-    async def wait(self, task_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
-        """The task once it has ended; TimeoutError if it has not within `timeout_s`."""
-        await self._up.wait()
-        tid = UUID(task_id)
-        if tid not in self.tasks:
-            return await self.get(task_id)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(tid, []).append(future)
-        return await asyncio.wait_for(future, timeout_s)
-
-    async def list_tasks(
-        self,
-        status: str | None = None,
-        capability: str | None = None,
-        limit: int = 50,
-        after: tuple[str, str] | None = None,
-        newest_first: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Tasks of every shard from the record, oldest first, `after` a (created_at, id)."""
-        await self._up.wait()
-        cursor = (datetime.fromisoformat(after[0]), UUID(after[1])) if after else None
-        found = await task_store.list_tasks(
-            self.pool, status=status, capability=capability, limit=limit, after=cursor,
-            newest_first=newest_first,
-        )  # fmt: skip
-        return [t.model_dump(mode="json") for t in found]
-
-    @staticmethod
-    def _view(record: Task | LiveTask) -> dict[str, Any]:
-        record = record.record if isinstance(record, LiveTask) else record
-        return record.model_dump(mode="json")
-
     def _report_load(self) -> None:
         """Queue depth and leases in flight, each `metrics.reporter` round."""
         metrics.shard_load(self.shard, [t.record.status for t in self.tasks.values()])
-
-    async def statistics(self) -> dict[str, Any]:
-        await self._up.wait()
-        by_status: dict[str, int] = {}
-        for live in self.tasks.values():
-            by_status[live.record.status.value] = by_status.get(live.record.status.value, 0) + 1
-        return {
-            "shard": self.shard,
-            "active": by_status,
-            "agents": len(self.registry),
-            "commits": self.committer.transactions,
-            **self.counters,
-        }
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -876,42 +757,6 @@ class TaskManager(Supervised):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-
-def _trace_context(value: Any) -> dict[str, str] | None:
-    """The submitter's trace headers, if they are headers (anything else is dropped)."""
-    if (
-        isinstance(value, dict)
-        and value
-        and all(
-            isinstance(k, str) and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
-        )
-    ):
-        return value
-    return None
-
-
-def _submit_span(record: Task) -> Any:
-    """`task.submit`, child of the submitter's context; the task keeps its context, so
-    the task's leases (whoever grants them) are its children."""
-    span = telemetry.start_span(
-        "task.submit",
-        record.trace_context,
-        {"task.id": str(record.id), "capability": ",".join(sorted(record.required_capabilities))
-         or "any", "title": record.title[:200]},
-    )  # fmt: skip
-    record.__dict__["trace_context"] = telemetry.span_carrier(span)
-    return span
-
-
-def _commit_span(live: LiveTask) -> Any:
-    r = live.record
-    return telemetry.start_span(
-        "task.commit",
-        live.trace_carrier(),
-        {"task.id": str(r.id), "status": r.status.value, "attempt": r.attempt,
-         "agent.id": r.assigned_to},
-    )  # fmt: skip
 
 
 def _dependency_error(dep: UUID, status: TaskStatus) -> dict[str, Any]:
