@@ -73,6 +73,7 @@ _ACTIVE = (S.PENDING, S.QUEUED, S.ASSIGNED, S.RUNNING)
 MAX_FREE_RETURNS = 3  # leases a task may hand back unstarted before one counts
 DEPENDENCY_RECHECK_S = 1.0
 ORPHAN_SWEEPS_S = (2.0, 8.0, 20.0)  # after a start: what a dead predecessor wrote late
+ENDED_KEPT_S = 120.0  # far longer than a read of the queue takes, even under load
 _AGENT_DIED = "AgentDied"
 
 
@@ -103,6 +104,7 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
         self._deadlines: list[tuple[datetime, UUID]] = []
         self._attempt_ends: list[tuple[float, UUID, int]] = []  # (monotonic, task, lease)
         self._dependents: dict[UUID, set[UUID]] = {}
+        self._ended: dict[UUID, float] = {}  # ended and forgotten: id -> when (monotonic)
         self._waiters: dict[UUID, list[asyncio.Future[dict[str, Any]]]] = {}
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -197,7 +199,7 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
             await asyncio.sleep(delay_s)
             with contextlib.suppress(Exception):
                 rows = await self._active_rows()
-                await self._load([r for r in rows if r["id"] not in self.tasks
+                await self._load([r for r in rows if not self._known(r["id"])
                                   and r["created_at"] <= self._started_at])  # fmt: skip
                 self._wake.set()
 
@@ -234,7 +236,7 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
         # a task stored by a call that died with its task manager is this shard's too (one
         # leased meanwhile is left to `_sweep_orphans`, which adopts its lease)
         new = [self._adopt(task) for task, created in stored
-               if created or (task.id not in self.tasks and task.status in (S.PENDING, S.QUEUED)
+               if created or (not self._known(task.id) and task.status in (S.PENDING, S.QUEUED)
                               and shard_of(task.id, self.shards) == self.shard)]  # fmt: skip
         metrics.tasks_submitted(t.required for t in new)
         waiting = [t for t in new if t.record.status is S.PENDING]
@@ -632,10 +634,19 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
             for t in ended
         ]
 
+    def _known(self, task_id: UUID) -> bool:
+        """Held, or ended by this incarnation lately: a row read before the end was
+        committed says the task is still active, and must not bring it back."""
+        return task_id in self.tasks or task_id in self._ended
+
     def _forget(self, live: LiveTask) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         live.end_lease_span(f"task ended {live.record.status.value}")
         self.tasks.pop(live.id, None)
+        now = time.monotonic()
+        self._ended[live.id] = now
+        while (oldest := next(iter(self._ended.items()), None)) and oldest[1] < now - ENDED_KEPT_S:
+            del self._ended[oldest[0]]
         waiters = self._waiters.pop(live.id, None)
         if waiters:
             view = self._view(live.record)

@@ -20,7 +20,7 @@ services_app = typer.Typer(help="Embedded PostgreSQL and nats-server for local u
 app.add_typer(services_app, name="services")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line (a path) is never cut
 
 
 def settings_or_exit() -> Settings:

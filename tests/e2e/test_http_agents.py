@@ -20,9 +20,14 @@ pytestmark = pytest.mark.integration
 
 def test_list_and_read_agents_with_their_history(http_system) -> None:
     with http_system.client("read") as rv:
-        echo = wait_until(lambda: rv.list_agents(capability="echo"), timeout_s=30)
-        assert {a["id"] for a in echo} >= {"echo-1", "echo-2"}
-        assert all(a["state"] in {"idle", "busy"} for a in echo)
+
+        def ready() -> list | None:  # the fixture's agents may still be starting
+            echo = rv.list_agents(capability="echo")
+            ids = {a["id"] for a in echo}
+            started = all(a["state"] in {"idle", "busy"} for a in echo)
+            return echo if ids >= {"echo-1", "echo-2"} and started else None
+
+        wait_until(ready, timeout_s=60)
         one = rv.get_agent("echo-1")
         assert one["capabilities"] == ["echo"]
         assert one["supervisor_id"] == "pool-echo"

@@ -47,6 +47,10 @@ class Scrape:
                 if s.name == name and labels.items() <= s.labels.items()]  # fmt: skip
 
 
+_RAY_LABELS = {"Component", "NodeAddress", "SessionName", "Version", "otel_scope_name",
+               "otel_scope_schema_url", "otel_scope_version"}  # fmt: skip
+
+
 def _export_url() -> str:
     """The metrics export of the session's (one) node, as `ray.nodes()` gives it."""
     node = next(n for n in ray.nodes() if n["Alive"])
@@ -65,7 +69,9 @@ def _scrape_until(condition: Callable[[Scrape], object], timeout_s: float = SCRA
     try:
         return wait_until(check, timeout_s=timeout_s, interval_s=0.5)
     except AssertionError:  # say what the export held
-        held = [(s.name, s.labels, s.value) for s in last[0].samples if "rayvisor" in s.name]
+        held = [(s.name, {k: v for k, v in s.labels.items() if k not in _RAY_LABELS}, s.value)
+                for s in last[0].samples
+                if "rayvisor" in s.name and not s.name.endswith("_bucket")]  # fmt: skip
         raise AssertionError(f"not exported within {timeout_s}s; held: {held!s:.4000}") from None
 
 
