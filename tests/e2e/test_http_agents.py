@@ -22,10 +22,10 @@ def test_list_and_read_agents_with_their_history(http_system) -> None:
     with http_system.client("read") as rv:
 
         def ready() -> list | None:  # the fixture's agents may still be starting
-            echo = rv.list_agents(capability="echo")
-            ids = {a["id"] for a in echo}
-            started = all(a["state"] in {"idle", "busy"} for a in echo)
-            return echo if ids >= {"echo-1", "echo-2"} and started else None
+            # the session's database holds other modules' (stopped) agents too
+            mine = [a for a in rv.list_agents(capability="echo") if a["id"] in {"echo-1", "echo-2"}]
+            started = all(a["state"] in {"idle", "busy"} for a in mine)
+            return mine if len(mine) == 2 and started else None
 
         wait_until(ready, timeout_s=60)
         one = rv.get_agent("echo-1")

@@ -166,3 +166,11 @@ def test_every_attempt_of_a_task_whose_agent_was_killed_is_in_its_one_trace(
     # the killed agent's handler span died with it; the second attempt's is there
     handle = _one(spans, "agent.handle")
     assert handle.parent_span_id == retried.span_id and handle.attributes["attempt"] == 2
+
+    def restart_traced() -> list[ReceivedSpan]:  # a supervision decision is a span too
+        return [s for s in otlp.spans() if s.name == "supervisor.restarted"
+                and s.attributes.get("child.id") == first]  # fmt: skip
+
+    [restart] = wait_until(restart_traced, timeout_s=30, interval_s=0.2)  # type: ignore[misc]
+    assert restart.attributes["supervisor.id"] == "pool-traced"
+    assert restart.resource["ray.actor.name"] == "sup:pool:traced"
