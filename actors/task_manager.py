@@ -219,7 +219,7 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
         await self._up.wait()
         records = [self._validated(item) for item in items]
         spans = [submit_span(r) for r in records] if telemetry.enabled() else []
-        try:
+        with telemetry.ending(spans):
             known = await self._dependency_statuses(records)
             for record in records:
                 missing = [str(d) for d in record.dependencies if d not in known]
@@ -227,12 +227,6 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
                     raise LogicalError(f"dependencies: unknown task ids {missing}")
                 known[record.id] = record.status
             stored = await task_store.insert_many(self.pool, records)
-        except Exception as exc:
-            for span in spans:
-                telemetry.end_span(span, exc)
-            raise
-        for span in spans:
-            telemetry.end_span(span)
         # a task stored by a call that died with its task manager is this shard's too (one
         # leased meanwhile is left to `_sweep_orphans`, which adopts its lease)
         new = [self._adopt(task) for task, created in stored
@@ -605,18 +599,12 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
             return
         ended = [t for t in changed if t.record.status.is_terminal]
         spans = [t.commit_span() for t in ended] if telemetry.enabled() else []
-        try:
+        with telemetry.ending(spans):
             await self._commit(
                 [t.row() for t in changed],
                 self._terminal_events(ended),
                 [t.trace_carrier() for t in ended],
             )
-        except Exception as exc:
-            for span in spans:
-                telemetry.end_span(span, exc)
-            raise
-        for span in spans:
-            telemetry.end_span(span)
         for live in changed:
             if live.record.status.is_terminal:
                 self._forget(live)

@@ -39,6 +39,7 @@ __all__ = [
     "configured_env",
     "enabled",
     "end_span",
+    "ending",
     "event",
     "extract",
     "mark_error",
@@ -183,6 +184,19 @@ def mark_error(s: Span | None, error: BaseException | str) -> None:
     s.set_status(Status(StatusCode.ERROR, description[:500]))
     if isinstance(error, BaseException):
         s.record_exception(error)
+
+
+@contextlib.contextmanager
+def ending(spans: list[Span | None]) -> Iterator[None]:
+    """End `spans` when the block ends: in error, with the exception, if it raises."""
+    try:
+        yield
+    except Exception as exc:
+        for s in spans:
+            end_span(s, exc)
+        raise
+    for s in spans:
+        end_span(s)
 
 
 @contextlib.contextmanager
