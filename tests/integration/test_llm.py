@@ -116,10 +116,12 @@ async def test_the_llm_agent_runs_a_prompt_through_the_catalog(tree, system_pool
     assert done["status"] == "completed", done["error"]
     assert done["result"]["content"] == "echo: summarise the incident"
     assert endpoint.requests[-1]["messages"][0] == {"role": "system", "content": "be brief"}
-    [row] = await system_pool.fetch(
-        "SELECT tool, status FROM tool_executions WHERE task_id = $1", done["id"]
+    rows = await system_pool.fetch(
+        "SELECT tool, status, agent_id, started_at FROM tool_executions WHERE task_id = $1",
+        done["id"],
     )
-    assert (row["tool"], row["status"]) == ("model:tiny", "succeeded")
+    assert len(rows) == 1, (done["attempt"], done["attempt_errors"], [dict(r) for r in rows])
+    assert (rows[0]["tool"], rows[0]["status"]) == ("model:tiny", "succeeded")
     bad = await tasks.submit(
         title="no prompt", required_capabilities=["llm"], parameters={"options": {}}
     )
