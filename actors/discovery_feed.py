@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from runtime import telemetry
+from runtime.bus import decode
 from runtime.models.common import TypeName
 from runtime.models.events import DiscoveryShared
 
@@ -85,6 +86,7 @@ class DiscoveryFeed:
         self._puller: asyncio.Task[None] | None = None
         self._seen: OrderedDict[UUID, None] = OrderedDict()
         self.delivered = 0
+        self.dropped = 0
 
     @property
     def subscription(self) -> DiscoverySubscription | None:
@@ -169,30 +171,36 @@ class DiscoveryFeed:
 
         bus = self._require_bus()
         subscription = None
-        while True:
-            try:
-                if subscription is None:
-                    subscription = await bus.js.pull_subscribe_bind(
-                        durable=consumer_name(self.agent_id), stream=bus.stream
-                    )
-                messages = await subscription.fetch(_BATCH, timeout=_FETCH_S)
-            except nats.errors.TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS away, consumer being remade: try again soon
-                _log.debug("agent %s: fetching discoveries: %r", self.agent_id, exc)
-                subscription = None
-                await asyncio.sleep(_FETCH_S)
-                continue
-            for message in messages:
-                await self._deliver(message)
+        try:
+            while True:
+                try:
+                    if subscription is None:
+                        subscription = await bus.js.pull_subscribe_bind(
+                            durable=consumer_name(self.agent_id), stream=bus.stream
+                        )
+                    messages = await subscription.fetch(_BATCH, timeout=_FETCH_S)
+                except nats.errors.TimeoutError:
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # NATS away, consumer being remade: try again soon
+                    _log.debug("agent %s: fetching discoveries: %r", self.agent_id, exc)
+                    subscription = None
+                    await asyncio.sleep(_FETCH_S)
+                    continue
+                for message in messages:
+                    await self._deliver(message)
+        finally:  # else closing the connection waits out its drain timeout for it
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     async def _deliver(self, message: Any) -> None:
-        try:
-            discovery = DiscoveryShared.from_json(message.data)
-        except (ValidationError, ValueError) as exc:
-            _log.warning("agent %s: invalid discovery payload: %s", self.agent_id, exc)
+        discovery = decode(
+            DiscoveryShared.from_json, message.data, kind="discoveries", subject=message.subject
+        )
+        if discovery is None:  # acknowledged: delivered again, it would be as bad
+            self.dropped += 1
             await _settle(message.ack())
             return
         wanted = self._subscription or DiscoverySubscription()

@@ -27,7 +27,8 @@ Guarantees:
   `{"status": "completed", "result": ...}`, `{"status": "failed", "error": {...}}` (the
   `TaskError.to_dict()` shape), `{"status": "cancelled"}` (only when a cancel asked) or
   `{"status": "interrupted"}` (not run, or stopped by this host: no attempt spent). A
-  result that is not plain JSON is a logical failure.
+  result that is not plain JSON, or larger than `max_result_bytes` as JSON, is a logical
+  failure of that task (the agent goes on).
 - A task belongs to the host, not to the call that brought it (`actors.work.Ledger`): it
   runs to its end if the caller dies, and its outcome is kept for `adopt`.
 - A failure fails that attempt only and the agent keeps serving; `FATAL_IN_A_ROW` fatal
@@ -80,6 +81,7 @@ from runtime.models.events import (
 )
 from runtime.models.records import AgentRecord
 from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
+from runtime.redact import redact
 from runtime.store import agents as agent_store
 from runtime.store import outbox
 from runtime.store.pool import create_pool
@@ -187,7 +189,7 @@ def _error_dict(exc: BaseException) -> dict[str, Any]:
     return {
         "category": classify(exc),
         "type": type(exc).__name__,
-        "reason": str(exc) or type(exc).__name__,
+        "reason": redact(str(exc)) or type(exc).__name__,
         "detail": {},
     }
 
@@ -196,12 +198,15 @@ def _failed(exc: BaseException) -> dict[str, Any]:
     return {"status": "failed", "error": _error_dict(exc)}
 
 
-def _not_json(value: Any) -> str | None:
-    """Why `value` is not plain JSON PostgreSQL can store, or None if it is."""
+def _not_json(value: Any, max_bytes: int | None = None) -> str | None:
+    """Why `value` is not plain JSON PostgreSQL can store (or is over `max_bytes` as
+    JSON, which every reader of the task would pay for), or None if it is."""
     try:
-        json.dumps(value, allow_nan=False)
+        encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        return str(exc)
+        return f"not JSON-serialisable: {exc}"
+    if max_bytes is not None and (size := len(encoded.encode())) > max_bytes:
+        return f"{size} bytes as JSON, over the limit of {max_bytes} (max_result_bytes)"
     where = nul_at(value)
     return None if where is None else f"{where} holds a NUL (U+0000) character"
 
@@ -664,7 +669,8 @@ class AgentHost(HostWiring, Supervised):
                 await asyncio.wait({handler})
             finally:
                 ctx.task = None
-            outcome, error = _outcome(handler)
+            limit = self.settings.max_result_bytes if self.settings else None
+            outcome, error = _outcome(handler, limit)
             if span is not None and outcome.get("status") != "completed":
                 telemetry.mark_error(span, error or str(outcome.get("status")))
         events: list[Event] = []
@@ -764,18 +770,20 @@ class AgentHost(HostWiring, Supervised):
                 await asyncio.wait_for(pool.close(), 5)
 
 
-def _outcome(handler: asyncio.Task[Any]) -> tuple[dict[str, Any], BaseException | None]:
+def _outcome(
+    handler: asyncio.Task[Any], max_result_bytes: int | None = None
+) -> tuple[dict[str, Any], BaseException | None]:
     """What `run` returns for a finished handler, and the error it failed with."""
     if handler.cancelled():
         return {"status": "cancelled"}, None
     error = handler.exception()
     if error is None:
         result = handler.result()
-        problem = _not_json(result)
+        problem = _not_json(result, max_result_bytes)
         if problem is None:
             return {"status": "completed", "result": result}, None
         error = LogicalError(
-            f"the result of handle is not JSON-serialisable: {problem}",
+            f"the result of handle is {problem}",
             {"result_type": type(result).__name__},
         )
     return _failed(error), error

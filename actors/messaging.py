@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from runtime import telemetry
+from runtime.bus import decode
 from runtime.errors import LogicalError, TaskError, TransientError, classify
 from runtime.models.enums import MessageKind, MessageStatus
 from runtime.models.events import MessageExchanged
@@ -239,12 +240,8 @@ async def _send_until_done(bus: Bus, message: Message, kind: str, deadline: floa
 
 
 def _parse_reply(data: bytes, message_id: UUID) -> Reply | None:
-    try:
-        reply = Reply.model_validate_json(data)
-    except ValidationError as exc:
-        _log.warning("invalid reply to message %s: %s", message_id, exc)
-        return None
-    return reply if reply.id == message_id else None
+    reply = decode(Reply.model_validate_json, data, kind="reply", subject=f"reply {message_id}")
+    return reply if reply is not None and reply.id == message_id else None
 
 
 def _remote_error(reason: str, error: dict[str, Any], target: str) -> TaskError:
@@ -310,11 +307,9 @@ class Mailbox:
             running.cancel()
 
     async def _receive(self, msg: Any) -> None:
-        try:
-            envelope = Envelope.model_validate_json(msg.data)
-        except ValidationError as exc:
+        envelope = decode(Envelope.model_validate_json, msg.data, kind="inbox", subject=msg.subject)
+        if envelope is None:
             self.invalid += 1
-            _log.warning("agent %s: invalid message: %s", self.agent_id, exc)
             return
         if envelope.id in self._answers:
             answer = self._answers[envelope.id]

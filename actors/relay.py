@@ -25,7 +25,9 @@ class OutboxRelayActor(Supervised):
         self._bus = await Bus.connect(
             settings.nats_servers, name="rayvisor-relay", stream=settings.stream_name
         )
-        await self._bus.ensure_stream(settings.stream_max_age_s)
+        await self._bus.ensure_stream(
+            settings.stream_max_age_s, max_consumers=settings.stream_max_consumers
+        )
         self._relay = OutboxRelay(
             self._pool,
             self._bus,

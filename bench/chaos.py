@@ -25,6 +25,17 @@ would report tm:0's time); `overlapped` counts the others, `max_ms_all` includes
 most 1 s old) and a pid is killed only if its process is a Ray worker of this run (its
 RAYVISOR_HOME is this run's).
 
+Serve's own processes are faults too (off by default): an ingress replica every
+`--ingress-every` s (of `--ingress-replicas`, 2 by default) and Serve's HTTP proxy every
+`--proxy-every` s, found by their process titles; `back_ms` is until as many of them run
+again. `--outages` stops nats-server (at 20% of `--duration`) and PostgreSQL (at 55%) for
+`--outage-s` seconds each through the embedded services' `stop()`/`start()`; an outage's
+`back_ms` is how long the store was down, its `took_ms` and `readyz_ms` run from its
+restart. Each non-agent fault's `http` counts the answers (load and probes) but 200/201 from
+the fault until it healed (`http_during` per kind): a store outage should show 503s (each
+with `Retry-After`; `http_503_without_retry_after` counts those without) and never a 500
+(`http_500` counts them over the whole run).
+
 After the load: the keys still retrying settle, then (bounded by `--drain-timeout`) every
 task in PostgreSQL ends and the outbox empties, and the checker reads the `tasks` table
 and every `tasks.*.result` event of the JetStream stream. Each load key falls in exactly
@@ -67,8 +78,13 @@ if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).reso
 NAMESPACE = "bench-chaos"
 POOL = "echo"
 AGENTS = 4
-KINDS = ("agent", "tm", "relay", "pool_supervisor")
+KINDS = ("agent", "tm", "relay", "pool_supervisor", "ingress", "proxy", "nats", "postgres")
 TARGET_NAMES = {"tm": "tm:0", "relay": "relay", "pool_supervisor": f"sup:pool:{POOL}"}
+SERVE_TITLES = {"ingress": "ray::ServeReplica:rayvisor:ingress", "proxy": "ray::ProxyActor"}
+"""Serve's processes are not in the tree: found by their process title."""
+OUTAGES = ("nats", "postgres")
+OUTAGE_AT = {"nats": 0.2, "postgres": 0.55}
+"""With `--outages`, when (a fraction of `--duration`) each store is stopped."""
 MAJOR_GAP_S = 2.0
 RETRY_SKIPPED_S = 1.0
 """A non-agent kill that found its target not running (restarting, escalated) is tried
@@ -111,6 +127,8 @@ class Fault:
     readyz_ms: float | None = None
     back_ms: float | None = None
     overlapped_by: list[str] = field(default_factory=list)
+    http: dict[str, int] = field(default_factory=dict)
+    """Answers but 200/201 (load and probes) from the fault until it healed (`fault_answers`)."""
 
 
 @dataclass
@@ -123,6 +141,10 @@ class Run:
     faults: list[Fault] = field(default_factory=list)
     skipped: dict[str, Counter[str]] = field(default_factory=lambda: {k: Counter() for k in KINDS})
     rechecks: int = 0
+    answers: list[tuple[float, str]] = field(default_factory=list)
+    """(elapsed s, outcome) of every answer that was not 200/201."""
+    errors_500: list[str] = field(default_factory=list)
+    """The first bodies of 500 answers (what was not mapped to a status)."""
 
     def elapsed(self) -> float:
         return time.monotonic() - self.began
@@ -329,7 +351,24 @@ def fault_summary(run: Run, schedule: dict[str, float], bound_s: float) -> dict[
             "not_back": sum(1 for f in faults if f.back_ms is None),
             "skipped": dict(run.skipped[kind]),
         }
+        if kind != "agent":  # answers while it was down (and healing)
+            during: Counter[str] = Counter()
+            for fault in faults:
+                during.update(fault.http)
+            summary[kind]["http_during"] = dict(during)
     return summary
+
+
+def fault_answers(run: Run, bound_s: float) -> None:
+    """Each non-agent fault's `http`: the non-2xx answers (load and probes) from the kill (or the
+    store's stop) until a probe was taken and /readyz was green again (or the bound)."""
+    for fault in run.faults:
+        if fault.kind == "agent":
+            continue
+        down = (fault.back_ms or 0) if fault.kind in OUTAGES else 0
+        after = max(fault.took_ms or bound_s * 1000, fault.readyz_ms or bound_s * 1000)
+        healed = fault.at_s + (down + after) / 1000
+        fault.http = dict(Counter(o for t, o in run.answers if fault.at_s <= t <= healed))
 
 
 # ---- load --------------------------------------------------------------------------------
@@ -348,10 +387,11 @@ class RawHttp:
 
     async def post(
         self, path: str, body: Any, headers: dict[str, str], timeout_s: float
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, bool]:
+        """Status, body, and whether a `Retry-After` header came with them."""
         return await asyncio.wait_for(self._post(path, body, headers), timeout_s)
 
-    async def _post(self, path: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def _post(self, path: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes, bool]:
         data = json.dumps(body).encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         head = (
@@ -367,7 +407,7 @@ class RawHttp:
             if not status_line:
                 raise ConnectionError("connection closed")
             status = int(status_line.split()[1])
-            length, close = 0, False
+            length, close, retry_after = 0, False, False
             while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
                 name = name.strip().lower()
@@ -375,6 +415,8 @@ class RawHttp:
                     length = int(value)
                 elif name == "connection" and value.strip().lower() == "close":
                     close = True
+                elif name == "retry-after":
+                    retry_after = True
                 elif name == "transfer-encoding":
                     raise ConnectionError(f"unexpected transfer-encoding {value.strip()}")
             payload = await reader.readexactly(length) if length else b""
@@ -385,7 +427,7 @@ class RawHttp:
             writer.close()
         else:
             self._idle.append((reader, writer))
-        return status, payload
+        return status, payload, retry_after
 
     async def aclose(self) -> None:
         for _, writer in self._idle:
@@ -398,13 +440,19 @@ async def post_task(client: RawHttp, key: KeyState, run: Run, timeout_s: float) 
     key.attempts += 1
     body = {"title": "chaos", "required_capabilities": ["echo"], "parameters": key.parameters}
     try:
-        status, payload = await client.post(
+        status, payload, retry_after = await client.post(
             "/api/v1/tasks", body, {"Idempotency-Key": key.key}, timeout_s
         )
     except (OSError, TimeoutError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
         key.outcomes[type(exc).__name__] += 1
+        run.answers.append((run.elapsed(), type(exc).__name__))
         return None
-    key.outcomes[str(status)] += 1
+    outcome = str(status) if status != 503 or retry_after else "503 without Retry-After"
+    key.outcomes[outcome] += 1
+    if status not in (200, 201):
+        run.answers.append((run.elapsed(), outcome))
+    if status == 500 and len(run.errors_500) < EXAMPLES:
+        run.errors_500.append(f"{run.elapsed():.1f}s {payload[:400].decode(errors='replace')}")
     if status in (200, 201):
         key.ids.append(json.loads(payload)["id"])
         if key.accepted_s is None:
@@ -555,6 +603,40 @@ def pick_target(
     return found[0]
 
 
+def serve_pids(kind: str, home: str) -> list[int]:
+    """This run's processes of a Serve kind (ingress replicas, the HTTP proxy), found by
+    their process title: Serve's actors are not in the tree."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            title = " ".join(process.info["cmdline"] or [])
+            if (
+                title.startswith(SERVE_TITLES[kind])
+                and process.environ().get("RAYVISOR_HOME") == home
+            ):
+                found.append(process.pid)
+    return found
+
+
+def serve_whole(kind: str, replicas: int) -> bool:
+    """Whether Serve reports the kind whole: `replicas` ingress replicas RUNNING, or every
+    proxy HEALTHY (a process may run long before Serve routes to it)."""
+    from ray import serve
+
+    status = serve.status()
+    if kind == "proxy":
+        states = [getattr(p, "value", p) for p in status.proxies.values()]
+        return bool(states) and all(state == "HEALTHY" for state in states)
+    app = status.applications.get("rayvisor")
+    deployment = app.deployments.get("ingress") if app is not None else None
+    if deployment is None:
+        return False
+    states = {getattr(k, "value", k): n for k, n in deployment.replica_states.items()}
+    return states.get("RUNNING", 0) >= replicas
+
+
 def sigkill(pid: int, home: str) -> str | None:
     """SIGKILL a Ray worker process of this run (its RAYVISOR_HOME is `home`: a pid from a
     stale snapshot, reused since by someone else's process, is left alone); returns why
@@ -621,13 +703,23 @@ async def track(
     watcher: TreeWatcher,
     run: Run,
     bound: float,
+    home: str = "",
+    expected: int = 1,
 ) -> None:
-    """The three recoveries of one fault, concurrently."""
+    """The three recoveries of one fault, concurrently (for a Serve kind, `expected` of
+    its processes run again, none of them the killed one, and Serve reports it whole)."""
 
     async def ready() -> bool:
         return (await clients["meta"].get("/readyz", timeout=5)).status_code == 200
 
     async def back() -> bool:
+        if fault.kind in OUTAGES:  # the outage sets its own: how long the store was down
+            return True
+        if fault.kind in SERVE_TITLES:  # as many of its kind run as before, without it
+            pids = await asyncio.to_thread(serve_pids, fault.kind, home)
+            if fault.pid in pids or len(pids) < expected:
+                return False
+            return await asyncio.to_thread(serve_whole, fault.kind, expected)
         nodes = await watcher.since(since, bound)
         return any(
             n.get("actor_name") == fault.target
@@ -669,7 +761,21 @@ async def inject(
         except TimeoutError:
             run.skipped[kind]["no fresh tree"] += 1
             return False
-        target = pick_target(kind, nodes, killed)
+        expected = 1
+        if kind in SERVE_TITLES:
+            if not await asyncio.to_thread(serve_whole, kind, args.ingress_replicas):
+                run.skipped[kind]["not whole yet"] += 1  # one fault at a time
+                return False
+            pids = await asyncio.to_thread(serve_pids, kind, args.home)
+            expected = len(pids)
+            alive = [pid for pid in pids if pid not in killed]
+            target = (
+                {"actor_name": SERVE_TITLES[kind], "pid": random.choice(alive)}
+                if alive
+                else "no such process"
+            )
+        else:
+            target = pick_target(kind, nodes, killed)
         if isinstance(target, str):
             run.skipped[kind][target] += 1
             return False
@@ -686,7 +792,9 @@ async def inject(
             last_major[0] = run.elapsed()
         fault = Fault(kind, round(run.elapsed(), 2), target["actor_name"], int(target["pid"]))
         run.faults.append(fault)
-        task = asyncio.create_task(track(fault, since, clients, watcher, run, args.recover_timeout))
+        task = asyncio.create_task(
+            track(fault, since, clients, watcher, run, args.recover_timeout, args.home, expected)
+        )
         trackers.add(task)
         task.add_done_callback(trackers.discard)
         return True
@@ -714,9 +822,33 @@ async def inject(
                 run.skipped[kind]["late"] += 1
                 due += period
 
+    async def outage(kind: str, at_s: float) -> None:
+        """Stop the store at `at_s`, start it again `--outage-s` later; the recovery is
+        timed from the start (`back_ms`: how long it was down)."""
+        await asyncio.sleep(max(0.0, at_s - run.elapsed()))
+        server = args.servers[kind]
+        async with majors:  # no other major fault while the store is down or healing
+            wait = last_major[0] + MAJOR_GAP_S - run.elapsed()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            fault = Fault(kind, round(run.elapsed(), 2), server.name, 0)
+            run.faults.append(fault)
+            stopped = time.monotonic()
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(args.outage_s)  # the outage itself
+            url = await asyncio.to_thread(server.start)
+            if url != args.urls[kind]:
+                run.skipped[kind][f"came back on another url {url}"] += 1
+            since = time.monotonic()
+            await track(fault, since, clients, watcher, run, args.recover_timeout)
+            fault.back_ms = round((since - stopped) * 1000, 1)
+            last_major[0] = run.elapsed()
+
     await asyncio.gather(
-        *(kind_loop(kind, period) for kind, period in schedule.items() if period > 0)
-    )
+        *(kind_loop(kind, period) for kind, period in schedule.items()
+          if period > 0 and kind not in OUTAGES),
+        *(outage(kind, at_s) for kind, at_s in schedule.items() if at_s > 0 and kind in OUTAGES),
+    )  # fmt: skip
 
 
 # ---- progress ----------------------------------------------------------------------------
@@ -900,6 +1032,9 @@ async def chaos(
         "tm": args.tm_every,
         "relay": args.relay_every,
         "pool_supervisor": args.pool_supervisor_every,
+        "ingress": args.ingress_every,
+        "proxy": args.proxy_every,
+        **{kind: OUTAGE_AT[kind] * args.duration if args.outages else 0.0 for kind in OUTAGES},
     }
     auth = {"Authorization": f"Bearer {api_key}"}
     load_client = RawHttp(url, auth)
@@ -953,7 +1088,15 @@ async def chaos(
     for key in run.keys:
         outcomes.update(key.outcomes)
     figures = check(run.keys, rows, events)
+    probe_outcomes: Counter[str] = Counter()
+    for key in baseline.probes + run.probes:
+        probe_outcomes.update(key.outcomes)
+    fault_answers(run, args.recover_timeout)
     figures |= {
+        "http_500": outcomes["500"] + probe_outcomes["500"],
+        "http_500_examples": run.errors_500,
+        "http_503_without_retry_after": outcomes["503 without Retry-After"]
+        + probe_outcomes["503 without Retry-After"],
         "faults": fault_summary(run, schedule, args.recover_timeout),
         "probes": check_probes(baseline.probes + run.probes, rows),
         "probe_baseline_ms": [b for b in baseline_ms if b is not None],
@@ -983,6 +1126,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--pool-supervisor-every", type=float, default=20.0, help="s between pool kills"
     )
+    parser.add_argument(
+        "--ingress-every", type=float, default=0.0, help="s between ingress replica kills"
+    )
+    parser.add_argument(
+        "--proxy-every", type=float, default=0.0, help="s between Serve HTTP proxy kills"
+    )
+    parser.add_argument(
+        "--ingress-replicas", type=int, default=2, help="replicas of the HTTP ingress"
+    )
+    parser.add_argument(
+        "--outages",
+        action="store_true",
+        help="stop nats-server (at 20%% of --duration) and PostgreSQL (at 55%%) for --outage-s",
+    )
+    parser.add_argument("--outage-s", type=float, default=10.0, help="how long each is down")
     parser.add_argument("--give-up", type=float, default=60.0, help="s a key keeps retrying")
     parser.add_argument("--recover-timeout", type=float, default=60.0, help="bound per fault")
     parser.add_argument("--drain-timeout", type=float, default=120.0, help="bound after load")
@@ -995,8 +1153,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="which agents get killed")
     args = parser.parse_args()
-    periods = (args.agent_every, args.tm_every, args.relay_every, args.pool_supervisor_every)
-    if args.duration <= 0 or args.rate <= 0 or min(periods) < 0:
+    periods = (args.agent_every, args.tm_every, args.relay_every, args.pool_supervisor_every,
+               args.ingress_every, args.proxy_every, args.outage_s)  # fmt: skip
+    if args.duration <= 0 or args.rate <= 0 or min(periods) < 0 or args.ingress_replicas < 1:
         parser.error("--duration and --rate must be > 0, the periods >= 0")
     if min(args.give_up, args.recover_timeout, args.drain_timeout) <= 0 or args.connections < 1:
         parser.error("--give-up, --recover-timeout, --drain-timeout and --connections > 0")
@@ -1018,7 +1177,7 @@ def main() -> None:
 
     from runtime.config import load_settings
     from runtime.raycluster import init_ray
-    from runtime.services import ensure_services, stop_services
+    from runtime.services import EmbeddedNats, EmbeddedPostgres, ensure_services, stop_services
     from runtime.store.migrations import migrate
     from serve.app import deploy
     from supervisors.tree import start_tree, stop_tree, tree_from_settings
@@ -1036,8 +1195,14 @@ def main() -> None:
             namespace=NAMESPACE,
             http_port=free_port(),
             tree={"pools": pools},
+            http={"replicas": args.ingress_replicas},
         )
         args.home = str(settings.home)
+        args.servers = {
+            "nats": EmbeddedNats(settings.home),
+            "postgres": EmbeddedPostgres(settings.home),
+        }
+        args.urls = {"nats": urls.nats_url, "postgres": urls.database_url}
         asyncio.run(migrate(urls.database_url))
         init_ray(
             settings,

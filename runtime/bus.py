@@ -9,8 +9,10 @@ Guarantees:
   order, a batch at a time (pipelined on one connection, every ack awaited), and marks
   them sent. Neither a NATS nor a PostgreSQL outage loses one: it is published at least
   once and deduplicated by id.
-- A subscriber never dies of a bad payload: it is logged, counted in
-  `Bus.invalid_payloads`, and skipped.
+- A subscriber never dies of a bad payload: every subscriber reads through `decode`, so a
+  message that is oversized (past `MAX_MESSAGE_BYTES`), not JSON or of the wrong shape is
+  dropped, counted (`rayvisor_bad_messages` by the kind of subject) and logged without its
+  payload, and the next message is handled as if it had never come.
 """
 
 from __future__ import annotations
@@ -20,23 +22,76 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from pydantic import ValidationError
 
 from runtime import metrics, telemetry
+from runtime.errors import ServiceError
 from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
 from runtime.store.outbox import NOTIFY_CHANNEL
+from runtime.tls import NATS_CA_PARAM, is_refusal, nats_servers_and_tls, server_of, tls_failure
 
 if TYPE_CHECKING:  # nats (with aiohttp) loads on connect: ~130 ms a restarted host skips
     import nats.aio.subscription
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-__all__ = ["Bus", "OutboxRelay", "subject_matches"]
+__all__ = ["MAX_MESSAGE_BYTES", "Bus", "OutboxRelay", "decode", "subject_matches"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_MESSAGE_BYTES = 1_048_576
+"""The largest payload a subscriber reads (nats-server's default `max_payload`)."""
+
+
+def decode(
+    parse: Callable[[bytes], T],
+    data: bytes,
+    *,
+    kind: str,
+    subject: str,
+    max_bytes: int | None = None,
+) -> T | None:
+    """`parse(data)`, or None for a bad message: one over `max_bytes` (not read; default
+    `MAX_MESSAGE_BYTES`), not JSON, not UTF-8 or not of the expected shape. A bad one is
+    counted in `rayvisor_bad_messages{kind}` and logged with the reason, never with its
+    payload."""
+    max_bytes = MAX_MESSAGE_BYTES if max_bytes is None else max_bytes
+    if len(data) > max_bytes:
+        reason = f"{len(data)} bytes, over the limit of {max_bytes}"
+    else:
+        try:
+            return parse(data)
+        except ValidationError as exc:
+            reason = _shape_errors(exc)
+        except json.JSONDecodeError as exc:
+            reason = f"not JSON: {exc.msg} at character {exc.pos}"
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 at byte {exc.start}"
+        except (ValueError, TypeError, AttributeError) as exc:
+            reason = f"unreadable ({type(exc).__name__})"
+    metrics.bad_message(kind)
+    _log.warning("dropped a bad message on %s (%s): %s", subject, kind, reason)
+    return None
+
+
+def _shape_errors(exc: ValidationError) -> str:
+    """Which fields were wrong and why, without the values (they are the payload)."""
+    errors = exc.errors(include_input=False, include_url=False)
+    shown = "; ".join(_field(e["loc"], e["type"]) + f": {e['msg']}" for e in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return f"{exc.title}: {shown}{more}"[:1000]
+
+
+def _field(loc: tuple[int | str, ...], error_type: str) -> str:
+    """Where the error is; an unknown key is not named (its name is the sender's data)."""
+    if error_type == "extra_forbidden":
+        loc = (*loc[:-1], "(an unknown key)")
+    return ".".join(str(part) for part in loc) or "(whole message)"
+
 
 Handler = Callable[[Event, "Msg"], Awaitable[None]]
 
@@ -70,24 +125,56 @@ class Bus:
     async def connect(
         cls, url: str, *, name: str = "rayvisor", stream: str = "RAYVISOR", timeout_s: float = 5
     ) -> Bus:
-        import nats
+        """Connect to `url` (credentials and `tls://` with its `tls_ca` as `runtime.tls` reads
+        them), retrying while the server is unreachable; a certificate that does not verify
+        or credentials the server refuses fail at once (a ServiceError): retrying cannot
+        help them."""
+        from nats.aio.client import Client
+
+        servers, tls = nats_servers_and_tls(url)
+        connecting = True
 
         async def _error(exc: Exception) -> None:
             _log.debug("nats: %s", exc)
+            if not connecting:
+                return
+            if (failure := tls_failure(exc)) is not None:
+                raise ServiceError(
+                    f"NATS at {server_of(url)}: TLS certificate not trusted "
+                    f"({failure.verify_message}); check the CA file ({NATS_CA_PARAM} in the "
+                    "URL, or nats_tls_ca)"
+                ) from exc
+            if is_refusal(exc):
+                raise ServiceError(f"NATS at {server_of(url)} refused the credentials") from exc
 
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=timeout_s,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            error_cb=_error,
-        )
+        nc = Client()
+        try:
+            await nc.connect(
+                servers,
+                name=name,
+                connect_timeout=timeout_s,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=_error,
+                tls=tls,
+            )
+        except BaseException:
+            # bounded: after a failed TLS handshake nats-py waits for a close that never comes
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 1)
+            raise
+        connecting = False
         return cls(nc, stream)
 
-    async def ensure_stream(self, max_age_s: float, duplicate_window_s: float = 300) -> None:
-        """Create or update the stream of durable subjects; safe to call from every process."""
+    async def ensure_stream(
+        self, max_age_s: float, duplicate_window_s: float = 300, max_consumers: int = 10_000
+    ) -> None:
+        """Create or update the stream of durable subjects; safe to call from every process.
+
+        `max_consumers` is set explicitly: nats-server 2.15 gives a stream that sets none a
+        limit of 1,000 consumers, and every SSE stream on a durable subject is one consumer
+        (bench/sse.py met it at 1,000 clients)."""
         from nats.js.api import StorageType, StreamConfig
         from nats.js.errors import BadRequestError, NotFoundError
 
@@ -97,6 +184,7 @@ class Bus:
             storage=StorageType.FILE,
             max_age=max_age_s,
             duplicate_window=min(duplicate_window_s, max_age_s),
+            max_consumers=max_consumers,
         )
         try:
             await self.js.stream_info(self.stream)
@@ -182,12 +270,21 @@ class Bus:
         return await self.nc.subscribe(subject, queue=queue, cb=_deliver)
 
     def parse(self, msg: Msg) -> Event | None:
+        """The event in `msg`, or None (counted, logged) if it is not a valid one."""
         try:
-            return event_class_for(msg.subject).from_json(msg.data)
-        except (ValidationError, ValueError) as exc:
+            event_class = event_class_for(msg.subject)
+        except ValueError:
+            event_class = None
+        if event_class is None:
             self.invalid_payloads += 1
-            _log.warning("invalid payload on %s: %s", msg.subject, exc)
+            metrics.bad_message(msg.subject.partition(".")[0])
+            _log.warning("dropped a message on %s: no event is published there", msg.subject)
             return None
+        kind = msg.subject.partition(".")[0]
+        event = decode(event_class.from_json, msg.data, kind=kind, subject=msg.subject)
+        if event is None:
+            self.invalid_payloads += 1
+        return event
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,7 @@ from rich.tree import Tree
 
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError, ServiceError
+from runtime.redact import mask_url, redact
 from runtime.services import ensure_services, service_status, stop_services
 from runtime.store.migrations import migrate as migrate_database
 
@@ -23,16 +25,28 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # an error line (a path) is never cut
 
 
-def settings_or_exit() -> Settings:
+CONFIG_CHECKS: list[Callable[[Settings], object]] = []
+"""More checks of the settings `rayvisor config` runs (each raises a ConfigError): the
+`tree:` section's, registered by `serve.cli`, which knows the tree."""
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """The settings, or exit 2 with what is wrong (the field, or the line of the YAML)."""
     try:
-        return load_settings()
+        return load_settings(**overrides)
     except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise config_fail(exc) from None
+
+
+def config_fail(exc: ConfigError) -> typer.Exit:
+    """Print a configuration error as it is (no markup read in it) and exit 2."""
+    err_console.print(redact(str(exc)), style="red", markup=False, highlight=False)
+    return typer.Exit(2)
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]{message}[/red]")
+    """Print `message` as an error (no URL's credentials: it may quote an exception)."""
+    err_console.print(f"[red]{redact(message)}[/red]")
     return typer.Exit(1)
 
 
@@ -48,7 +62,7 @@ def _status_table(settings: Settings) -> Table:
             status.name,
             state,
             str(status.pid or ""),
-            status.url or "",
+            mask_url(status.url or ""),
             str(status.data_dir or ""),
         )
     return table
@@ -92,17 +106,26 @@ def migrate() -> None:
     """Apply the schema migrations that are missing."""
     settings = settings_or_exit()
     database_url, _ = up_services(settings)
-    console.print(f"schema up to date at {database_url}")
+    console.print(f"schema up to date at {mask_url(database_url)}")
 
 
 @app.command()
 def config(
     show_urls: Annotated[bool, typer.Option(help="Include service URLs.")] = True,
 ) -> None:
-    """Print the effective settings (environment over rayvisor.yaml over defaults)."""
+    """Print the effective settings (environment over rayvisor.yaml over defaults), with
+    secrets masked: URLs as `user:***@host`, keys and passwords as `***`."""
     settings = settings_or_exit()
-    exclude = None if show_urls else {"database_url", "nats_url"}
-    console.print_json(settings.model_dump_json(exclude=exclude))
+    try:
+        for check in CONFIG_CHECKS:
+            check(settings)
+    except ConfigError as exc:
+        raise config_fail(exc) from None
+    shown = settings.shown()
+    if not show_urls:
+        for name in ("database_url", "nats_url"):
+            shown.pop(name, None)
+    console.print_json(data=shown)
 
 
 def connect_ray(settings: Settings, address: str | None) -> None:

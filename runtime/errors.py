@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from runtime.redact import redact, redact_value
+
 __all__ = [
     "ConfigError",
     "Conflict",
@@ -51,9 +53,11 @@ class TaskError(RayvisorError):
     category: ClassVar[ErrorCategory] = "fatal"
 
     def __init__(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        # kept in `tasks.error`, shown by the API and in events: no URL's password
+        reason = redact(reason)
         super().__init__(reason)
         self.reason = reason
-        self.detail: dict[str, Any] = dict(detail or {})
+        self.detail: dict[str, Any] = redact_value(dict(detail or {}))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form kept in `tasks.error` and sent in `TaskResult.error`."""

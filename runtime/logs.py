@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
+from runtime.redact import redact
+
 __all__ = [
     "LOG_FORMAT_ENV",
     "LOG_LEVEL_ENV",
@@ -149,7 +151,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = record_fields(record, self)
         fields["ts"] = fields["ts"].replace("+00:00", "Z")
-        return json.dumps(fields, default=str, ensure_ascii=False)
+        return redact(json.dumps(fields, default=str, ensure_ascii=False))  # no URL password
 
 
 class TextFormatter(logging.Formatter):
@@ -170,7 +172,7 @@ class TextFormatter(logging.Formatter):
         context += [f"{key}={value}" for key, value in fields.items()]
         if context:
             line += f"  [{' '.join(context)}]"
-        return "\n".join([line, *below])
+        return redact("\n".join([line, *below]))  # a URL's password never reaches a log
 
 
 # ---- installing it --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from runtime.bus import decode
 from runtime.errors import Conflict, TransientError
 
 if TYPE_CHECKING:
@@ -97,7 +98,9 @@ class SharedMemory:
     # ---- reading and writing -------------------------------------------------------------
 
     async def get(self, key: str) -> MemoryEntry | None:
-        """The key's value and revision; None if it was never written or was deleted."""
+        """The key's value and revision; None if it was never written or was deleted. A
+        stored value that is not JSON (written past this API) reads as None at its
+        revision, counted as a bad message, so `update` writes over it."""
         from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
         kv = await self._kv()
@@ -105,7 +108,8 @@ class SharedMemory:
             entry = await kv.get(self._subject(key))
         except (KeyNotFoundError, KeyDeletedError):
             return None
-        return MemoryEntry(key, json.loads(entry.value), entry.revision)
+        decoded = self._decode(key, entry.value)
+        return MemoryEntry(key, decoded[0] if decoded else None, entry.revision)
 
     async def put(self, key: str, value: Any, expected_revision: int | None = None) -> int:
         """Write `value`; its new revision. `expected_revision`: the revision read (0: the
@@ -192,7 +196,12 @@ class SharedMemory:
                 if not key.startswith(prefix):
                     continue
                 deleted = entry.operation in ("DEL", "PURGE")
-                value = None if deleted or not entry.value else json.loads(entry.value)
+                value = None
+                if not deleted and entry.value:
+                    decoded = self._decode(key, entry.value)
+                    if decoded is None:
+                        continue  # not JSON: dropped, counted
+                    value = decoded[0]
                 yield MemoryChange(key, value, entry.revision, deleted)
         finally:
             await watcher.stop()
@@ -218,6 +227,17 @@ class SharedMemory:
                 f" limit of {self.max_value_bytes}"
             )
         return data
+
+    def _decode(self, key: str, data: bytes | None) -> tuple[Any] | None:
+        """A stored value as `(value,)`, or None (counted, logged) when it is not JSON or
+        too large."""
+        return decode(
+            lambda raw: (json.loads(raw),),
+            data or b"",
+            kind="memory",
+            subject=f"memory {self.scope}/{key}",
+            max_bytes=self.max_value_bytes,
+        )
 
     async def _kv(self) -> Any:
         if self._store is None:

@@ -41,6 +41,8 @@ __all__ = [
     "REPORT_EVERY_S",
     "MetricDef",
     "agents_by_state",
+    "bad_message",
+    "bad_messages",
     "breaker_open",
     "capability_label",
     "child_restarted",
@@ -142,9 +144,16 @@ HTTP_DURATION = MetricDef(
     (NS, "route", "method", "status"), LATENCY_BUCKETS_S,
 )  # fmt: skip
 
+BAD_MESSAGES = MetricDef(
+    "rayvisor_bad_messages", "counter",
+    "NATS messages a subscriber dropped (malformed, oversized or of the wrong shape), by"
+    " the kind of subject", (NS, "kind"),
+)  # fmt: skip
+
 DEFINITIONS: tuple[MetricDef, ...] = (
     TASKS_SUBMITTED, TASKS_FINISHED, TASK_LATENCY, QUEUE_DEPTH, LEASES_IN_FLIGHT, RESTARTS,
     BREAKER_OPEN, AGENTS, EVENTS_PUBLISHED, RELAY_LAG, HTTP_REQUESTS, HTTP_DURATION,
+    BAD_MESSAGES,
 )  # fmt: skip
 
 # ---- this process's state ------------------------------------------------------------
@@ -157,6 +166,7 @@ _finished: dict[tuple[str, str], list[tuple[datetime, datetime]]] = {}  # (capab
 _unsampled: dict[tuple[str, str], int] = {}  # finished past _MAX_PENDING_SAMPLES
 _published: dict[str, int] = {}  # topic -> count
 _agent_states: dict[str, set[str]] = {}  # supervisor -> states it has reported
+_bad_messages: dict[str, int] = {}  # subject kind -> dropped in this process, ever
 
 
 def set_namespace(namespace: str) -> None:
@@ -267,6 +277,20 @@ def events_published(subjects: Iterable[str]) -> None:
 
 def relay_lag(seconds: float) -> None:
     _metric(RELAY_LAG).set(max(0.0, seconds), {NS: _namespace})
+
+
+# ---- bad NATS messages (rare: recorded at once) -------------------------------------
+
+
+def bad_message(kind: str) -> None:
+    """A subscriber dropped a message on a subject of `kind` (`inbox`, `discoveries`, ...)."""
+    _bad_messages[kind] = _bad_messages.get(kind, 0) + 1
+    _metric(BAD_MESSAGES).inc(1, {NS: _namespace, "kind": kind})
+
+
+def bad_messages() -> dict[str, int]:
+    """This process's dropped messages by subject kind, since it started."""
+    return dict(_bad_messages)
 
 
 # ---- HTTP (per request, recorded at once: a request costs far more) ------------------

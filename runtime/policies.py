@@ -317,9 +317,10 @@ _EPSILON = 1e-9
 
 
 class TokenBucket:
-    """At most `burst` at once, `rate_per_s` sustained. Starts full."""
+    """At most `burst` at once, `rate_per_s` sustained. Starts full. A fractional `burst`
+    (a share of a limit) holds that many tokens; a request takes one."""
 
-    def __init__(self, rate_per_s: float, burst: int) -> None:
+    def __init__(self, rate_per_s: float, burst: float) -> None:
         _require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
         _require(burst >= 1, "burst", f"must be >= 1, got {burst}")
         self.rate_per_s = rate_per_s
@@ -342,6 +343,20 @@ class TokenBucket:
             return False
         self._tokens = max(0.0, self._tokens - tokens)
         return True
+
+    def resize(self, now: float, rate_per_s: float, burst: float) -> None:
+        """Change the limit, keeping the tokens held (at most the new `burst`)."""
+        _require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
+        _require(burst >= 1, "burst", f"must be >= 1, got {burst}")
+        self._refill(now)
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._tokens = min(float(burst), self._tokens)
+
+    def give_back(self, now: float, tokens: float = 1.0) -> None:
+        """Return `tokens` taken for something that did not happen (never above `burst`)."""
+        self._check_tokens(tokens)
+        self._refill(now)
+        self._tokens = min(float(self.burst), self._tokens + tokens)
 
     def retry_after(self, now: float, tokens: float = 1.0) -> float:
         """Seconds from `now` until `tokens` are available (0.0 when they already are)."""

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime import telemetry
+from runtime import telemetry, worker_env
 from runtime.config import Settings
 
 __all__ = ["auth_token_source", "init_ray", "prestart_workers", "quiet_driver"]
@@ -109,6 +109,11 @@ def init_ray(
     """Start a local Ray on 127.0.0.1 (or join `settings.ray_address`) with the services'
     URLs in every worker's environment.
 
+    The URLs carry passwords, and Ray shows a job's runtime env (its variables too) on its
+    dashboard and through `ray.util.state`: so they, and any other secret variable (an
+    OpenTelemetry auth header), go through the GCS instead (`runtime.worker_env`), and
+    the runtime env holds only where to find them.
+
     The driver prints none of Ray's chatter: no worker output (`log_to_driver=False`), no
     raylet messages (`quiet_driver`); both stay in Ray's log files (the session's `logs/`,
     `/tmp/ray/session_latest/logs` on the head). Of Ray's and Serve's driver-side loggers
@@ -119,20 +124,25 @@ def init_ray(
 
     quiet_driver()
 
-    runtime_env = {
-        "env_vars": {
+    namespace = namespace or settings.namespace
+    env_vars, secrets = worker_env.split(
+        {
             "RAYVISOR_DATABASE_URL": database_url,
             "RAYVISOR_NATS_URL": nats_url,
             "RAYVISOR_HOME": str(settings.home),
             **telemetry.configured_env(),  # workers export their spans where this one does
             **_log_env(settings),  # workers log as the settings say
-        },
-        # sets up logs and loads what RAYVISOR_PRELOAD names (set for agent hosts only) as a
-        # worker starts
+        }
+    )
+    secrets_key = f"env:{namespace}"
+    runtime_env = {
+        "env_vars": {**env_vars, worker_env.KEY_ENV: secrets_key},
+        # reads the secrets, sets up logs and loads what RAYVISOR_PRELOAD names (set for
+        # agent hosts only) as a worker starts
         "worker_process_setup_hook": "runtime.preload.preload",
     }
     options: dict[str, Any] = {
-        "namespace": namespace or settings.namespace,
+        "namespace": namespace,
         "runtime_env": runtime_env,
         "log_to_driver": False,
         "logging_level": logging.WARNING,
@@ -148,6 +158,7 @@ def init_ray(
             "dashboard_host": "127.0.0.1",
         }
     context = ray.init(**options)
+    worker_env.publish(secrets_key, secrets)  # before any actor of the job starts
     _keep_raylet_messages()
     return context
 

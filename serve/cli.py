@@ -25,7 +25,9 @@ from rich.table import Table
 
 from runtime import logs
 from runtime.cli import (
+    CONFIG_CHECKS,
     app,
+    config_fail,
     connect_ray,
     console,
     err_console,
@@ -55,6 +57,7 @@ from supervisors.tree import (
 __all__ = ["app"]
 
 T = TypeVar("T")
+CONFIG_CHECKS.append(check_tree)  # `rayvisor config` checks the tree too
 
 
 @app.callback()
@@ -80,7 +83,7 @@ def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) 
     try:
         check_tree(settings)  # before anything starts
     except ConfigError as exc:
-        raise fail(str(exc)) from None
+        raise config_fail(exc) from None
     try:
         ownership.claim_home()
         database_url, nats_url = up_services(settings)
@@ -91,7 +94,7 @@ def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) 
     try:  # pools that name a registered template read it now the database is up
         spec = tree_from_settings(asyncio.run(_with_templates(settings, database_url)))
     except ConfigError as exc:
-        raise fail(str(exc)) from None
+        raise config_fail(exc) from None
     with console.status("starting Ray"):
         context = init_ray(settings, database_url, nats_url, dashboard=dashboard)
     dashboard_url = getattr(context, "dashboard_url", None)
@@ -116,8 +119,9 @@ def _ownership(settings: Settings) -> Ownership:
 
 
 def _serve(settings: Settings) -> tuple[str, str]:
-    """Run the HTTP ingress and make a fresh admin key: (API URL, key). The key is also
-    written to `home`/api_key (mode 600), where the other commands find it."""
+    """Run the HTTP ingress with `up`'s admin key: (API URL, key). The key is kept in
+    `home`/api_key (mode 600), where the other commands find it, and reused by the next
+    `up` (see `_up_admin_key`)."""
     from serve.app import deploy
 
     urls = ensure_services(settings)
@@ -131,15 +135,34 @@ def _serve(settings: Settings) -> tuple[str, str]:
     )
     with console.status(f"starting the HTTP API on {settings.http_url}"):
         url = deploy(resolved)
-    _, key = _on_database(
-        resolved.database_dsn or "",
-        lambda conn: api_keys.create(conn, "admin (rayvisor up)", [Scope.ADMIN]),
-    )
     key_file = settings.home / "api_key"
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.touch(mode=0o600)
-    key_file.write_text(key + "\n")
+    known = key_file.read_text().strip() if key_file.exists() else None
+    key = _on_database(resolved.database_dsn or "", lambda conn: _up_admin_key(conn, known))
+    if key != known:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.touch(mode=0o600)
+        key_file.chmod(0o600)
+        key_file.write_text(key + "\n")
     return url, key
+
+
+UP_KEY_NAME = "admin (rayvisor up)"
+
+
+async def _up_admin_key(conn: Any, known: str | None) -> str:
+    """`up`'s admin key: `known` (the one in `home`/api_key) while it is a live admin key
+    `up` made, else a new one. A new one revokes every other key `up` made, so however
+    many times `up` runs, one admin key of its own works."""
+    if known:
+        record = await api_keys.find(conn, known)
+        if record is not None and record.name == UP_KEY_NAME and Scope.ADMIN in record.scopes:
+            return known
+    async with conn.transaction():
+        record, key = await api_keys.create(conn, UP_KEY_NAME, [Scope.ADMIN])
+        for old in await api_keys.list_keys(conn, include_revoked=False):
+            if old.name == UP_KEY_NAME and old.id != record.id:
+                await api_keys.revoke(conn, old.id)
+    return key
 
 
 def _on_database(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -234,7 +257,7 @@ KeyOption = Annotated[
 
 
 def _client(settings: Settings, url: str | None, api_key: str | None) -> Client:
-    key = api_key or settings.api_key
+    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     key_file = settings.home / "api_key"
     if key is None and key_file.exists():
         key = key_file.read_text().strip()

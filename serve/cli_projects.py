@@ -26,7 +26,7 @@ from rich.table import Table
 
 from runtime.cli import app, console, err_console, fail, render_tree
 from runtime.client import ApiError, Client
-from runtime.config import Settings, load_settings
+from runtime.config import Settings
 from runtime.ownership import Ownership
 from serve.cli import (
     KeyOption,
@@ -245,7 +245,7 @@ def demo(
     chunks: Annotated[int, typer.Option(min=2, max=64, help="Chunks of the log.")] = 8,
 ) -> None:
     """Investigate an SSH incident on a fresh system; an analysing agent is killed midway."""
-    settings = load_settings(tree=DEMO_TREE, namespace="rayvisor-demo")
+    settings = settings_or_exit(tree=DEMO_TREE, namespace="rayvisor-demo")
     ownership = _ownership(settings)
     try:
         _run_demo(settings, ownership, chunks)

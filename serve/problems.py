@@ -74,13 +74,15 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 # A part the request needs is down (PostgreSQL, a task manager not back within the
-# restart bound): 503, retry.
+# restart bound): 503, retry. A PostgreSQL shutting down ends its sessions' statements
+# with AdminShutdownError (an OperatorInterventionError, as CannotConnectNowError is).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     ActorUnreachable,
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
     RayActorError,
     ActorUnavailableError,
 )
@@ -153,7 +155,7 @@ _WHY = {
     "409": "The resource is not in a state that allows this",
     "413": "The body is larger than `http.max_body_bytes`",
     "422": "Invalid input: `errors` names each field and the reason",
-    "429": "The key's rate limit; see `Retry-After`",
+    "429": "The key's rate limit, or too many unknown keys from this address; see `Retry-After`",
     "503": "A part of the system the route needs is not running",
 }
 

@@ -59,7 +59,7 @@ class System:
             settings=settings,
             pool=pool,
             bus=bus,
-            auth=Authenticator(pool, settings.http.key_cache_s),
+            auth=Authenticator.from_settings(pool, settings, bus),
             tasks=tasks,
             submits=SubmitBatcher(tasks),
             nats_monitor=monitor,
@@ -89,6 +89,7 @@ class System:
         return self.named(ROOT_NAME)
 
     async def close(self) -> None:
+        await self.auth.close()
         if self.nats_monitor is not None:
             await self.nats_monitor.close()
         await self.bus.close()

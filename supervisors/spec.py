@@ -9,6 +9,9 @@ with the field and the reason, before anything starts.
 - `start_timeout_s`: how long its start (process start and `on_start`) may take; past it
   the half-started actor is killed and the start counts as a failure (restarted with
   backoff), without holding up siblings.
+- `placement`: where Ray puts the child's actor: `default` (Ray's hybrid policy) or
+  `spread` (Ray's SPREAD: round robin over the live nodes, so one node's loss takes only
+  its share). A restart places the child again by the same rule, on a surviving node.
 - `circuit_breaker`: False for a child that must never be parked behind an open circuit
   (the task managers, the relay): past the intensity its supervisor escalates (or, under
   `circuit_break`, keeps restarting it on its capped backoff).
@@ -20,7 +23,7 @@ with the field and the reason, before anything starts.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -120,6 +123,7 @@ class ChildSpec(_Spec):
     num_cpus: float = Field(0.0, ge=0)
     start_timeout_s: float = Field(60.0, gt=0, le=3600)
     circuit_breaker: bool = True
+    placement: Literal["default", "spread"] = "default"
 
     @model_validator(mode="after")
     def _one_thing_to_start(self) -> Self:

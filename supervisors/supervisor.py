@@ -60,6 +60,7 @@ from runtime.models.events import SupervisorDecision
 from runtime.models.records import AgentTemplate
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
 from runtime.preload import PRELOAD_ENV
+from runtime.redact import redact, redact_value
 from runtime.store import agents as agent_store
 from runtime.store import supervision
 from runtime.store.pool import create_pool
@@ -74,6 +75,7 @@ __all__ = ["ChildState", "Supervisor", "remote_class"]
 
 _log = logging.getLogger(__name__)
 _NAME_RETRY_S = 5.0
+_ORPHAN_AFTER_S = 0.5  # a name held this long is not a predecessor being released
 _START_SLOTS = 8  # starts (creations + on_start) of one supervisor in flight at once
 _STORE_BUDGET_S = 30.0  # how long a start waits for an unreachable PostgreSQL
 _DOWN = ("stopping", "stopped", "failed")  # supervisor states that handle no failure
@@ -137,6 +139,20 @@ def remote_class(cls: type) -> Any:
 def _import(path: str) -> type:
     module, _, name = path.replace(":", ".").rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def _kill_orphan(name: str, namespace: str) -> None:
+    """Kill the live actor holding a child's name. This supervisor killed its own
+    predecessor of the child already (whose name Ray frees within milliseconds), so a
+    holder still alive is an orphan: a child of a dead incarnation of this supervisor
+    (its node lost) that Ray has not yet failed with its owner, which it does only once it
+    declares the owner's node dead (health checks, ~15 s by default)."""
+    try:
+        holder = ray.get_actor(name, namespace=namespace)
+    except ValueError:  # released meanwhile
+        return
+    _log.warning("killing %s, left over from a dead supervisor", name)
+    kill(holder)
 
 
 class StartTimeout(Exception):
@@ -296,13 +312,19 @@ class Supervisor(WarmSpares, Supervised):
             options["name"] = name
         if spec.agent is not None:
             options["runtime_env"] = _AGENT_RUNTIME_ENV
-        deadline = time.monotonic() + _NAME_RETRY_S
+        if spec.placement == "spread":
+            options["scheduling_strategy"] = "SPREAD"
+        began = time.monotonic()
+        orphan_check = bool(name)
         while True:
             try:
                 handle = cls.options(**options).remote(*args, **kwargs)
             except ValueError as exc:  # the dead predecessor still holds the name
-                if "already" not in str(exc) or time.monotonic() > deadline:
+                if "already" not in str(exc) or time.monotonic() - began > _NAME_RETRY_S:
                     raise
+                if orphan_check and time.monotonic() - began > _ORPHAN_AFTER_S:
+                    orphan_check = False
+                    await asyncio.to_thread(_kill_orphan, name or "", self.namespace)
                 await asyncio.sleep(0.002)
             else:
                 self._warm_taken()
@@ -761,12 +783,13 @@ class Supervisor(WarmSpares, Supervised):
         reason: str = "",
         detail: dict[str, Any] | None = None,
     ) -> None:
+        reason = redact(reason)  # it quotes exceptions: no URL's password in an event
         event = SupervisorDecision(
             supervisor_id=self.spec.id,
             child_id=child.spec.id if child else None,
             event=kind,
             reason=reason,
-            detail=detail or {},
+            detail=redact_value(detail or {}),
         )
         _log.info("%s %s %s %s", self.spec.id, kind.value, event.child_id or "", reason)
         telemetry.event(f"supervisor.{kind.value}", {"supervisor.id": self.spec.id,

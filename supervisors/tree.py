@@ -5,6 +5,7 @@ sup:root                 one_for_one, detached, restarted by Ray (max_restarts=-
   sup:core               one_for_one: the task manager shards, the Aggregator, the relay
   sup:agents             one_for_one: one pool supervisor per agent template
     sup:pool:<template>  simple_one_for_one: agent:<template>-1 .. N (+ standby spares)
+  retention              purges old records every `retention.interval_s` (unless `days: 0`)
 ```
 
 The root is detached and restarted by Ray when its process dies; it then starts its
@@ -22,7 +23,7 @@ without escalating the root into a loop.
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import ray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -54,6 +55,7 @@ __all__ = [
     "pool_actor_name",
     "pool_supervisor_id",
     "resolve_pool_templates",
+    "retention_child",
     "start_tree",
     "stop_tree",
     "template_pool",
@@ -84,6 +86,12 @@ class PoolSpec(BaseModel):
     )
     size: int = Field(1, ge=0, le=1000)
     num_cpus: float = Field(0.0, ge=0, le=1024, description="Ray CPUs each agent takes")
+    placement: Literal["default", "spread"] = Field(
+        "default",
+        description="`spread`: agents round robin over the cluster's nodes (Ray's SPREAD), so"
+        " losing a node loses only its share; `default`: Ray's default (a 0-CPU agent stays"
+        " on its pool supervisor's node)",
+    )
     standby: int = Field(0, ge=0, le=100)
     restart: Restart = Restart.PERMANENT
     params: dict[str, Any] = Field(default_factory=dict)
@@ -198,6 +206,7 @@ def _pool_child(pool: PoolSpec, defaults: dict[str, Any], extras: dict[str, Any]
                 "params": pool.params,
                 "kwargs": extras,
                 "num_cpus": pool.num_cpus,
+                "placement": pool.placement,
                 "restart": pool.restart,
             },
             "size": pool.size,
@@ -258,18 +267,33 @@ def build_root_spec(tree: TreeSpec, settings: Settings) -> SupervisorSpec:
     agents = SupervisorSpec(
         id="agents", children=[_pool_child(p, defaults, extras) for p in tree.pools], **defaults
     )
-    return SupervisorSpec(
-        id="root",
-        children=[
-            ChildSpec(
-                id=name,
-                supervisor=spec,
-                circuit_breaker=False,
-                start_timeout_s=_SUPERVISOR_START_TIMEOUT_S,
-            )
-            for name, spec in (("core", core), ("agents", agents))
-        ],
-        **defaults,
+    children = [
+        ChildSpec(
+            id=name,
+            supervisor=spec,
+            circuit_breaker=False,
+            start_timeout_s=_SUPERVISOR_START_TIMEOUT_S,
+        )
+        for name, spec in (("core", core), ("agents", agents))
+    ]
+    retention = retention_child(settings)
+    if retention is not None:
+        children.append(retention)
+    return SupervisorSpec(id="root", children=children, **defaults)
+
+
+def retention_child(settings: Settings) -> ChildSpec | None:
+    """The retention job (`actors.retention`), none when records are kept forever. It keeps
+    its breaker: a job that keeps failing is parked, never escalated into the root (which
+    would restart the whole tree for housekeeping)."""
+    retention = settings.retention
+    if not retention.days:
+        return None
+    return ChildSpec(
+        id="retention",
+        actor="actors.retention:RetentionActor",
+        kwargs=retention.model_dump(),
+        shutdown_s=10.0,
     )
 
 
@@ -292,13 +316,23 @@ DEFAULT_TREE: dict[str, Any] = {
 
 
 def check_tree(settings: Settings) -> TreeSpec:
-    """The `tree:` section, validated (templates not read yet); a ConfigError otherwise."""
+    """The `tree:` section, validated, each pool's agent class imported (templates not read
+    yet); a ConfigError naming the field (`tree.pools.0.agent`) otherwise."""
     try:
-        return TreeSpec.model_validate(
+        tree = TreeSpec.model_validate(
             settings.tree if settings.tree is not None else _default_tree(settings)
         )
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "tree", prefix="tree")) from None
+    from actors.host import import_agent_class  # the class the pool's agent hosts import
+
+    for n, pool in enumerate(tree.pools):
+        if pool.agent is not None:
+            try:
+                import_agent_class(pool.agent)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, field=f"tree.pools.{n}.agent") from None
+    return tree
 
 
 LLM_POOL = {"id": "llm", "agent": "actors.builtin.llm:LlmAgent", "size": 1}

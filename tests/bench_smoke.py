@@ -47,6 +47,14 @@ RUNS: dict[str, tuple[list[str], set[str]]] = {
             "serve_settings",
         },
     ),
+    "fuzz.py": (
+        ["--examples", "2", "--stream-examples", "1", "--agents", "1"],
+        {"operations", "stream_operations", "cases", "failures", "server_errors"},
+    ),
+    "sse.py": (
+        ["--clients", "20", "--duration", "3", "--grace", "10"],
+        {"clients", "events", "delivered", "missing", "p99_delivery_ms", "baseline_p99_ms"},
+    ),
 }
 
 

@@ -13,6 +13,7 @@
 | `fail: "transient" \\| "fatal" \\| "logical"` | raise the matching `TaskError` |
 | `save: {...}` | save it as the agent's durable state |
 | `not_json: true` | return a value that is not JSON-serialisable |
+| `result_bytes: int` | return `{"padding": "x" * result_bytes}` (a large result) |
 | `tool: {name, arguments}` | call a registered tool; its output is the result's `tool_output` |
 | `ask: {to, payload, timeout_s}` | ask another agent; the answer is the result's `answer` |
 | `tell: {to, payload}` | tell another agent |
@@ -87,6 +88,8 @@ class EchoAgent(Agent):
             raise _FAILURES[kind](f"asked to fail ({kind})", {"requested": kind})
         if params.get("not_json"):
             return {"value": object()}
+        if "result_bytes" in params:
+            return {"padding": "x" * int(params["result_bytes"])}
         if "tool" in params:
             call = params["tool"]
             output = await ctx.tool(call["name"], **call.get("arguments", {}))

@@ -20,7 +20,7 @@ import asyncpg
 from runtime.models.enums import Scope
 from runtime.models.records import ApiKey
 
-__all__ = ["KEY_PREFIX", "create", "find", "list_keys", "revoke", "touch"]
+__all__ = ["KEY_PREFIX", "create", "find", "is_well_formed", "list_keys", "revoke", "touch"]
 
 KEY_PREFIX = "rv_"
 _PREFIX_LEN = 8
@@ -57,6 +57,12 @@ def _prefix_of(plaintext: str) -> str | None:
         return None
     prefix = plaintext[len(KEY_PREFIX) : end]
     return prefix if all(c in _ALPHABET for c in prefix) and len(plaintext) > end + 1 else None
+
+
+def is_well_formed(plaintext: str) -> bool:
+    """Whether `plaintext` could be a key at all: `find` answers None for any other without
+    asking PostgreSQL."""
+    return _prefix_of(plaintext) is not None
 
 
 async def create(

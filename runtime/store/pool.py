@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
+
+from runtime.errors import ServiceError
+from runtime.tls import server_of, tls_failure
 
 __all__ = ["create_pool", "init_connection"]
 
@@ -27,15 +31,27 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections speak JSON natively; fails fast if the server is down."""
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        init=init_connection,
-        reset=keep_session,
-        command_timeout=60,
-        timeout=10,
-    )
+    """A pool whose connections speak JSON natively; fails fast if the server is down.
+
+    TLS is what the URL asks (`sslmode`, `sslrootcert`: asyncpg reads libpq's parameters);
+    a certificate that does not verify is a ServiceError naming the server and the CA."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=init_connection,
+            reset=keep_session,
+            command_timeout=60,
+            timeout=10,
+        )
+    except Exception as exc:
+        if (failure := tls_failure(exc)) is None:
+            raise
+        ca = dict(parse_qsl(urlsplit(dsn).query)).get("sslrootcert", "~/.postgresql/root.crt")
+        raise ServiceError(
+            f"PostgreSQL at {server_of(dsn)}: TLS certificate not trusted "
+            f"({failure.verify_message}); check sslrootcert ({ca})"
+        ) from exc
     assert pool is not None
     return pool

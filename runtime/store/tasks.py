@@ -2,7 +2,8 @@
 
 Guarantees:
 - `insert` is idempotent by `idempotency_key`: a second submit with the same key writes
-  nothing and returns the first task.
+  nothing and returns the first task. `claim_request_body` keeps a hash of the body a key
+  first came with over HTTP, so the route can refuse the key with another body.
 - `update` is fenced: given `expect_attempt`, it changes the row only while that attempt is
   still the current one, so a result of a stale lease is refused and changes nothing.
 - Events passed to `update` reach the outbox in the transaction of the change, and only when
@@ -32,6 +33,7 @@ from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
 __all__ = [
     "COLUMNS",
+    "claim_request_body",
     "counts_by_status",
     "dependents",
     "get",
@@ -102,6 +104,23 @@ async def insert(conn: Conn, task: Task) -> tuple[Task, bool]:
             return Task.from_row(row), False
         # The conflicting task was deleted between the two statements: try again.
     raise RuntimeError(f"idempotency key {task.idempotency_key!r} kept changing hands")
+
+
+async def claim_request_body(conn: Conn, idempotency_key: str, body_sha256: str) -> str:
+    """Record `body_sha256` as what `idempotency_key` was first sent with, unless one is
+    recorded already; returns the recorded hash (the first sender's), to compare."""
+    recorded = await conn.fetchval(
+        "INSERT INTO task_request_bodies (idempotency_key, body_sha256) VALUES ($1, $2)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING body_sha256",
+        idempotency_key,
+        body_sha256,
+    )
+    if recorded is None:
+        recorded = await conn.fetchval(
+            "SELECT body_sha256 FROM task_request_bodies WHERE idempotency_key = $1",
+            idempotency_key,
+        )
+    return recorded or body_sha256
 
 
 _FOREIGN_KEYS = {"tasks_parent_id_fkey": "parent_id", "tasks_project_id_fkey": "project_id"}

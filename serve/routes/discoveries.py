@@ -3,13 +3,13 @@ that resumes from `Last-Event-ID` without missing one."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse
 
+from runtime.bus import decode
 from runtime.models.api import DiscoveryCreate, Page
 from runtime.models.common import AGENT_ID_PATTERN
 from runtime.models.enums import Scope
@@ -99,14 +99,15 @@ async def stream_discoveries(
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async for msg in subject_stream(system.bus, "discoveries.>", last_event_id):
-            try:
-                payload = json.loads(msg.data)
-            except ValueError:
+            shared = decode(
+                DiscoveryShared.from_json, msg.data, kind="discoveries", subject=msg.subject
+            )
+            if shared is None:  # not a discovery: dropped, counted
                 continue
-            if wanted is not None and payload.get("type") not in wanted:
+            if wanted is not None and shared.type not in wanted:
                 continue
-            if min_confidence is not None and payload.get("confidence", 0.0) < min_confidence:
+            if min_confidence is not None and shared.confidence < min_confidence:
                 continue
-            yield {"id": str(msg.seq), "event": "discovery", "data": json.dumps(payload)}
+            yield {"id": str(msg.seq), "event": "discovery", "data": msg.data.decode()}
 
     return EventSourceResponse(events(), ping=system.settings.http.keep_alive_s)

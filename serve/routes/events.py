@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sse_starlette import EventSourceResponse
 
+from runtime.bus import decode
 from runtime.models.enums import Scope
 from serve.auth import require
 from serve.deps import LastEventId, SystemDep, bad_input
@@ -49,9 +51,19 @@ async def stream_events(
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         async for msg in subject_stream(system.bus, subject, last_event_id):
-            event: dict[str, Any] = {"event": msg.subject, "data": msg.data.decode()}
+            kind = msg.subject.partition(".")[0]
+            data = decode(_json_text, msg.data, kind=kind, subject=msg.subject)
+            if data is None:  # not JSON: dropped, counted
+                continue
+            event: dict[str, Any] = {"event": msg.subject, "data": data}
             if msg.seq is not None:
                 event["id"] = str(msg.seq)
             yield event
 
     return EventSourceResponse(events(), ping=system.settings.http.keep_alive_s)
+
+
+def _json_text(raw: bytes) -> str:
+    """The payload as text, once it is known to be JSON (every event is)."""
+    json.loads(raw)
+    return raw.decode()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from runtime.models.enums import Scope
 from runtime.models.records import SupervisorEvent
+from runtime.redact import redact_value
 from runtime.store import supervision
 from serve.auth import require
 from serve.deps import SystemDep
@@ -29,7 +30,8 @@ async def tree(system: SystemDep) -> dict[str, Any]:
             503, f"no supervision tree runs in namespace {system.settings.namespace}"
         )
     # Ray restarts the root in place: a snapshot cut by that is asked again
-    return await system.root_actor.call(lambda root: root.snapshot.remote())
+    snapshot = await system.root_actor.call(lambda root: root.snapshot.remote())
+    return redact_value(snapshot)  # what a child reports shows no key nor URL password
 
 
 @router.get(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+import json
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Query
@@ -16,6 +18,7 @@ from runtime.store import tasks as task_store
 from runtime.store import tools as tool_store
 from serve.auth import require
 from serve.deps import Cursor, SystemDep, bad_input, decode_cursor, page_of
+from serve.system import System
 
 LLM_CAPABILITY = "llm"
 
@@ -36,7 +39,8 @@ async def create_task(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> JSONResponse:
-    """Submit a task. The same `Idempotency-Key` again returns the first task (200)."""
+    """Submit a task. The same `Idempotency-Key` again with the same body returns the first
+    task (200); with a different body it is refused (422)."""
     if LLM_CAPABILITY in body.required_capabilities and not system.settings.models:
         raise bad_input(
             "body.required_capabilities",
@@ -46,6 +50,8 @@ async def create_task(
     item = body.model_dump(mode="json")
     if idempotency_key is not None:
         item["idempotency_key"] = idempotency_key
+    if item.get("idempotency_key"):
+        await _same_body_as_first(system, item)
     trace_context = telemetry.carrier()
     if trace_context:  # the task's trace starts at this request
         item["trace_context"] = trace_context
@@ -53,6 +59,24 @@ async def create_task(
     stored = await system.submits.submit({**item, "id": str(new_id)})
     # the task manager's view is a Task dumped as JSON: sent as is, not validated twice more
     return JSONResponse(stored, status_code=201 if stored["id"] == str(new_id) else 200)
+
+
+async def _same_body_as_first(system: System, item: dict[str, Any]) -> None:
+    """A key sent again must come with the body it first came with (the canonical JSON of
+    the validated body, the key itself aside): else a 422 saying so, and nothing written."""
+    key = item["idempotency_key"]
+    canonical = json.dumps(
+        {k: v for k, v in item.items() if k != "idempotency_key"},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    if await task_store.claim_request_body(system.pool, key, digest) != digest:
+        raise bad_input(
+            "header.Idempotency-Key",
+            "this key was already used with a different body; send the same body to get"
+            " its task, or use a new key",
+        )
 
 
 @router.get("", response_model=Page[Task], dependencies=[require(Scope.READ)])

@@ -58,9 +58,11 @@ def make_keys(database_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_http_system(services, pools: list[dict], **settings: object) -> Iterator[HttpSystem]:
-    """The tree with these pools (and these settings) and the Serve ingress, stopped
-    afterwards."""
+def running_http_system(
+    services, pools: list[dict], http: dict | None = None, **settings: object
+) -> Iterator[HttpSystem]:
+    """The tree with these pools (and these settings; `http` over a 1 s SSE keep-alive) and
+    the Serve ingress, stopped afterwards."""
     from ray import serve
 
     from serve.app import deploy
@@ -74,7 +76,7 @@ def running_http_system(services, pools: list[dict], **settings: object) -> Iter
         nats_monitor_url=services.nats_monitor_url,
         namespace=namespace,
         http_port=free_port(),
-        http={"keep_alive_s": 1.0},
+        http={"keep_alive_s": 1.0, **(http or {})},
         tree={"pools": pools},
         **settings,
     )

@@ -196,15 +196,15 @@ def test_down_then_up_under_load_finishes_every_task_once(
     config.write_text(f"tree:\n  pools:\n    - {pool}\n")
     port = free_port()
     env = _env(services, port, RAYVISOR_CONFIG=str(config))
-    # 40 tasks of 5 s on 4 agents: 50 s of work; `down` stops Serve first (up to ~20 s on
+    # 12 tasks of 10 s on 4 agents: 30 s of work; `down` stops Serve first (up to ~20 s on
     # a loaded machine), and must still find tasks running or waiting to hand back
-    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 5}}
+    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 10}}
     up, key = _start_up(env)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             auth = {"Authorization": f"Bearer {key}"}
             ids = []
-            for _ in range(40):
+            for _ in range(12):
                 created = http.post("/api/v1/tasks", json=body, headers=auth)
                 assert created.status_code == 201, created.text
                 ids.append(created.json()["id"])
@@ -216,14 +216,16 @@ def test_down_then_up_under_load_finishes_every_task_once(
         assert up.wait(timeout=120) == 0
         assert _count(services.database_url, ids, "status = 'completed'") < len(ids)
 
-        up, _ = _start_up(env)
+        up, second_key = _start_up(env)
+        assert second_key == key  # `up` reuses its admin key, and it is the only one
+        assert _live_up_keys(services.database_url) == [key.split("_")[1]]
         wait_until(
             lambda: _count(services.database_url, ids, "status = 'completed'") == len(ids),
             timeout_s=240,
             interval_s=0.5,
         )
-        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 40
-        assert _count_results(services.database_url, ids) == {"completed": 40}
+        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 12
+        assert _count_results(services.database_url, ids) == {"completed": 12}
         assert _rayvisor(env, "down").returncode == 0
         assert up.wait(timeout=120) == 0
     finally:
@@ -231,6 +233,23 @@ def test_down_then_up_under_load_finishes_every_task_once(
             _rayvisor(env, "down")
             up.kill()
         asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+
+
+def _live_up_keys(database_url: str) -> list[str]:
+    """The prefixes of the live admin keys `up` made."""
+
+    async def read() -> list[str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT prefix FROM api_keys WHERE name = 'admin (rayvisor up)'"
+                " AND revoked_at IS NULL"
+            )
+            return [r["prefix"] for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 def _count(database_url: str, ids: list[str], where: str) -> int:

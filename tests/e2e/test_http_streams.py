@@ -141,3 +141,40 @@ def test_a_quiet_stream_sends_keep_alive_comments(http_system) -> None:
         assert response.headers["content-type"].startswith("text/event-stream")
         comment = next(line for line in response.iter_lines() if line)
     assert comment.startswith(":")
+
+
+def test_streams_skip_bad_messages_and_deliver_the_next(http_system) -> None:
+    """Junk on a discovery subject (not UTF-8, not JSON, JSON of the wrong shape or types)
+    neither ends a stream nor reaches the discovery stream; the good one after it does."""
+    import asyncio
+
+    from runtime.bus import Bus
+
+    kind = f"pattern_{uuid.uuid4().hex[:6]}"
+    subject = f"discoveries.fuzzer.{kind}"
+    junk = [b"\xff\xfe", b"not json", b"[1, 2]",
+            json.dumps({"type": kind, "content": "x", "confidence": "high"}).encode()]  # fmt: skip
+
+    async def publish_junk() -> None:
+        bus = await Bus.connect(str(http_system.settings.nats_url), stream="unused")
+        try:
+            for n, payload in enumerate(junk):
+                await bus.js.publish(subject, payload, stream=http_system.settings.stream_name,
+                                     headers={"Nats-Msg-Id": f"junk-{kind}-{n}"})  # fmt: skip
+        finally:
+            await bus.close()
+
+    asyncio.run(publish_junk())
+    with http_system.client("write") as rv:
+        _share(rv, kind, 0.9, "after the junk")
+        discoveries = Listener(rv, "/api/v1/discoveries/stream", types=[kind],
+                               min_confidence=0.5, last_event_id="0")  # fmt: skip
+        events = Listener(rv, "/api/v1/events/stream", subject=f"discoveries.*.{kind}",
+                          last_event_id="0")  # fmt: skip
+        (good,) = discoveries.take(1)
+        assert json.loads(good.data)["content"] == "after the junk"
+        discoveries.nothing_more()
+        # the events stream passes any JSON on (it knows no shapes), drops what is not
+        got = [json.loads(e.data) for e in events.take(3)]
+        assert got[0] == [1, 2] and got[2]["content"] == "after the junk"
+        events.nothing_more()

@@ -30,15 +30,65 @@ def test_submit_runs_on_an_agent_and_completes(http_system) -> None:
 
 def test_idempotency_key_returns_the_first_task(http_system) -> None:
     key = f"k-{uuid.uuid4().hex}"
+    cap = _cap()
     with http_system.raw() as http:
         headers = {"Authorization": f"Bearer {http_system.keys['write']}", "Idempotency-Key": key}
-        body = {"title": "once", "required_capabilities": [_cap()]}
+        body = {"title": "once", "required_capabilities": [cap]}
         first = http.post("/api/v1/tasks", json=body, headers=headers)
-        second = http.post("/api/v1/tasks", json={**body, "title": "twice"}, headers=headers)
+        # the same body, written otherwise (a default spelt out, keys reordered): the same
+        same = {"priority": first.json()["priority"], **body}
+        second = http.post("/api/v1/tasks", json=same, headers=headers)
     assert first.status_code == 201
     assert second.status_code == 200
     assert second.json()["id"] == first.json()["id"]
     assert second.json()["title"] == "once"
+
+
+def test_idempotency_key_with_another_body_is_422_and_writes_nothing(http_system) -> None:
+    key = f"k-{uuid.uuid4().hex}"
+    cap = _cap()
+    with http_system.raw() as http:
+        headers = {"Authorization": f"Bearer {http_system.keys['write']}", "Idempotency-Key": key}
+        body = {"title": "once", "required_capabilities": [cap]}
+        first = http.post("/api/v1/tasks", json=body, headers=headers)
+        other = http.post("/api/v1/tasks", json={**body, "title": "twice"}, headers=headers)
+        again = http.post("/api/v1/tasks", json=body, headers=headers)
+    assert first.status_code == 201
+    assert other.status_code == 422
+    error = other.json()["errors"][0]
+    assert error["field"] == "header.Idempotency-Key"
+    assert "different body" in error["reason"]
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    with http_system.client("read") as rv:
+        assert [t["title"] for t in rv.list_tasks(capability=cap)["items"]] == ["once"]
+
+
+def test_a_result_over_max_result_bytes_fails_the_task_and_the_agent_goes_on(
+    http_system,
+) -> None:
+    limit = http_system.settings.max_result_bytes
+    with http_system.client("write") as rv:
+        big = rv.submit_task(
+            {"title": "big", "required_capabilities": ["echo"],
+             "parameters": {"result_bytes": limit + 1}, "max_attempts": 1}
+        )  # fmt: skip
+        odd = rv.submit_task(
+            {"title": "odd", "required_capabilities": ["echo"],
+             "parameters": {"not_json": True}, "max_attempts": 1}
+        )  # fmt: skip
+        failed = rv.wait_task(big["id"], timeout_s=60)
+        not_json = rv.wait_task(odd["id"], timeout_s=60)
+        after = rv.wait_task(
+            rv.submit_task({"title": "after", "required_capabilities": ["echo"]})["id"],
+            timeout_s=60,
+        )
+        shown = rv.get_task(big["id"])
+    assert failed["status"] == "failed"
+    assert "over the limit of" in shown["error"]["reason"]
+    assert "max_result_bytes" in shown["error"]["reason"]
+    assert not_json["status"] == "failed"
+    assert "not JSON-serialisable" in not_json["error"]["reason"]
+    assert after["status"] == "completed"
 
 
 def test_bad_body_is_422_naming_each_field_and_writes_nothing(http_system) -> None:

@@ -18,6 +18,7 @@ EXPECTED_TABLES = {
     "projects", "tasks", "agent_templates", "agents", "agent_specializations", "agent_events",
     "supervisor_events", "supervisor_children", "tool_executions", "discoveries", "messages",
     "outbox", "api_keys", "schema_migrations", "shard_owners", "system_owner",
+    "task_request_bodies",
 }  # fmt: skip
 
 

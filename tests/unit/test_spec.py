@@ -320,8 +320,8 @@ def test_pool_list_builds_root_core_agents() -> None:
     root = build_root_spec(tree, load_settings())
     assert root.id == "root"
     assert root.strategy is Strategy.ONE_FOR_ONE
-    assert [c.id for c in root.children] == ["core", "agents"]
-    assert [c.actor_name for c in root.children] == ["sup:core", "sup:agents"]
+    assert [c.id for c in root.children] == ["core", "agents", "retention"]
+    assert [c.actor_name for c in root.children] == ["sup:core", "sup:agents", "retention"]
 
     core = only_child(root, "core").supervisor
     assert core is not None
@@ -485,7 +485,7 @@ def test_pool_id_pattern() -> None:
 
 def test_no_tree_section_is_the_built_in_agents_and_an_empty_one_is_none() -> None:
     root = tree_from_settings(load_settings())
-    assert [c.id for c in root.children] == ["core", "agents"]
+    assert [c.id for c in root.children] == ["core", "agents", "retention"]
     agents = only_child(root, "agents").supervisor
     assert agents is not None
     assert [c.id for c in agents.children] == [
@@ -563,9 +563,10 @@ def test_core_is_never_parked_behind_a_circuit() -> None:
         ("agg-0", False),
         ("relay", False),
     ]
-    assert [c.circuit_breaker for c in root.children] == [False, False]
+    # the retention job keeps its breaker: parked if it keeps failing, never escalated
+    assert [c.circuit_breaker for c in root.children] == [False, False, True]
     # a supervisor's start is its subtree's: never killed as a hung start after 60 s
-    assert [c.start_timeout_s for c in root.children] == [600.0, 600.0]
+    assert [c.start_timeout_s for c in root.children[:2]] == [600.0, 600.0]
     agents = only_child(root, "agents").supervisor
     assert agents is not None
     pool = agents.children[0].supervisor
