@@ -264,13 +264,19 @@ class EmbeddedPostgres:
         return False
 
     def _psql(
-        self, port: int, sql: str, *, password: str | None = None
+        self,
+        port: int,
+        sql: str,
+        *,
+        password: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `sql` (from stdin: a password in it is on no command line) as `postgres`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGPASSFILE"] = os.devnull  # no ~/.pgpass: only the password given here
         if password is not None:
             env["PGPASSWORD"] = password
+        env.update(extra_env or {})
         cmd = [
             str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
             "-d", "postgres", "-w", "-tA", "-v", "ON_ERROR_STOP=1",
@@ -288,7 +294,13 @@ class EmbeddedPostgres:
         if upgraded is None:
             return
         password = ensure_secret(self.password_file, self._owner())
-        done = self._psql(port, f"ALTER ROLE postgres PASSWORD '{password}';", password=password)
+        # psql quotes the variable itself (`:'new'`): the password is never spliced into SQL
+        done = self._psql(
+            port,
+            "\\getenv new RAYVISOR_NEW_PASSWORD\nALTER ROLE postgres PASSWORD :'new';",
+            password=password,
+            extra_env={"RAYVISOR_NEW_PASSWORD": password},
+        )
         if done.returncode != 0:
             raise ServiceError(f"setting the postgres password failed: {done.stderr.strip()}")
         hba.write_text(upgraded)  # the file keeps its owner and mode
