@@ -8,6 +8,9 @@ outlives the agent's process, so a restarted agent resumes where it stopped: wha
 shared meanwhile is delivered, and what it had acknowledged is not delivered again. Each
 discovery is acknowledged after `on_discovery` returns; one whose handler raises is
 redelivered up to `MAX_DELIVER` times. An agent never receives its own discoveries.
+A process killed after its handler ran but before the acknowledgement reached NATS gets
+that discovery again in its next incarnation (at least once, as JetStream delivers): a
+handler with lasting effects skips a discovery id it has already recorded.
 A consumer left unused for `INACTIVE_S` (an agent removed for good) is deleted by NATS.
 A change of filter the server will not make in place remakes the consumer, from then on.
 """

@@ -7,6 +7,7 @@ import contextlib
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -106,3 +107,14 @@ async def child_pid(pool: Any, child_id: str, timeout_s: float = 30) -> int:
 
     detail = await wait_for(started, timeout_s=timeout_s)
     return int(detail["pid"])
+
+
+def worker_runtime_env(env: dict[str, str]) -> dict[str, Any]:
+    """A `runtime_env` for an actor a test starts by hand, with `env` set in its process the
+    way rayvisor sets it (`runtime.worker_env`): the secret variables (the services' URLs)
+    go through Ray's KV, not the `runtime_env` that Ray's state API and dashboard show."""
+    from runtime import worker_env
+
+    plain, secrets = worker_env.split(env)
+    key = f"env:test-{uuid.uuid4().hex[:12]}"
+    return {"env_vars": {**plain, **worker_env.publish(key, secrets)}}

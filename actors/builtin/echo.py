@@ -20,7 +20,8 @@
 
 The `capabilities` parameter of its pool replaces `echo` (to stand in for other agents);
 `subscribe: {types, min_confidence}` subscribes it to discoveries at start, and each one it
-receives is appended to its durable state's `discoveries` (ids, in order).
+receives is appended to its durable state's `discoveries` (ids, in order; one delivered
+again after a crash between its save and its acknowledgement is recorded once).
 Asked or told (`on_message`), it answers `{"echo": payload, "agent": id, "pid": pid}`
 after doing what the payload's `sleep_s` and `fail` ask, as for a task.
 
@@ -111,6 +112,8 @@ class EchoAgent(Agent):
 
     async def on_discovery(self, discovery: DiscoveryShared, ctx: AgentContext) -> None:
         seen = list(ctx.state.get("discoveries", []))
+        if str(discovery.discovery_id) in seen:  # saved, then killed before the ack
+            return
         seen.append(str(discovery.discovery_id))
         ctx.state["discoveries"] = seen
         await ctx.save_state()

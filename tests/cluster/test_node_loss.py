@@ -16,6 +16,7 @@ whole module takes 60-100 s (cluster start ~6 s, tree ~16 s when the machine is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import delete_stream
+
+from runtime.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +50,24 @@ def node_loss(
         if not k.startswith(("OTEL_", "RAY_ADDRESS", "RAYVISOR_"))
     }
     env["PYTHONPATH"] = str(ROOT)
-    process = subprocess.run(
-        [
-            sys.executable,
-            str(DRIVER),
-            "--database-url", database_url,
-            "--nats-url", services.nats_url,
-            "--tasks", str(TASKS),
-            "--recover-timeout", str(RECOVERY_BOUND_S),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=ROOT,
-        env=env,
-    )  # fmt: skip
+    try:
+        process = subprocess.run(
+            [
+                sys.executable,
+                str(DRIVER),
+                "--database-url", database_url,
+                "--nats-url", services.nats_url,
+                "--tasks", str(TASKS),
+                "--recover-timeout", str(RECOVERY_BOUND_S),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            cwd=ROOT,
+            env=env,
+        )  # fmt: skip
+    finally:  # its subjects would clash with the next stream made on this NATS
+        asyncio.run(delete_stream(services.nats_url, load_settings().stream_name))
     lines = process.stdout.strip().splitlines()
     assert lines, f"no output (exit {process.returncode}): {process.stderr[-3000:]}"
     facts = json.loads(lines[-1])

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 import ray
-from helpers import wait_for
+from helpers import wait_for, worker_runtime_env
 
 from actors.host import CRASH_REASON, FATAL_IN_A_ROW, AgentHost
 from runtime.bus import Bus
@@ -50,7 +50,7 @@ def start_host(ray_actors: None, services: Any, database_url: str) -> Callable[.
         handle = HostActor.options(
             name=f"agent:{child_id}:{uuid.uuid4().hex[:6]}",
             namespace=NAMESPACE,
-            runtime_env={"env_vars": env},
+            runtime_env=worker_runtime_env(env),
         ).remote(agent_class, params)
         if started:
             where = await handle.rv_start.remote(child_id, "sup-test")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import ray
-from helpers import wait_for
+from helpers import wait_for, worker_runtime_env
 
 from actors.host import AgentHost
 from supervisors.child import CONCURRENCY_GROUPS
@@ -40,7 +40,7 @@ async def test_a_log_line_of_a_task_names_it_in_the_worker_log(
         "RAYVISOR_HOME": str(services.home),
     }
     host = HostActor.options(
-        name=name, namespace="rayvisor-test", runtime_env={"env_vars": env}
+        name=name, namespace="rayvisor-test", runtime_env=worker_runtime_env(env)
     ).remote("actors.builtin.echo:EchoAgent", None)
     pid = (await host.rv_start.remote(agent_id, "sup-test"))["pid"]
     message = f"scanning chunk {uuid.uuid4().hex[:6]}"
