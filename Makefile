@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench services-down clean
+.PHONY: demo test lint bench services-down clean browser
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rayvisor demo
 
-test: $(STAMP)
+# The browser test (tests/e2e/test_ui.py) drives Debian's chromium through Playwright.
+browser:
+	@test -x /usr/bin/chromium || { test "$$(id -u)" = 0 || { \
+		echo "tests/e2e/test_ui.py needs /usr/bin/chromium: run 'sudo apt-get install -y --no-install-recommends chromium'" >&2; exit 1; }; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=30

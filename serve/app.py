@@ -18,7 +18,7 @@ from ray import serve
 
 from runtime import telemetry, worker_env
 from runtime.config import Settings
-from serve import problems
+from serve import mcp_server, problems
 from serve.http_metrics import HttpMetrics
 from serve.limits import InputLimits
 from serve.routes import (
@@ -33,6 +33,7 @@ from serve.routes import (
     tasks,
     templates,
     tools,
+    ui,
 )
 from serve.system import System
 
@@ -65,8 +66,10 @@ def build_app(settings: Settings, system: System | None = None) -> FastAPI:
         keys,
         tools,
         health,
+        ui,
     ):
         app.include_router(module.router)
+    mcp_server.install(app)  # /mcp, its session manager in the app's lifespan
     app.add_middleware(InputLimits, limit=settings.http.max_body_bytes)
     app.add_middleware(HttpMetrics, namespace=settings.namespace)  # outermost: counts 413s
     if telemetry.enabled():  # a server span per request, parent of the task's spans

@@ -39,7 +39,7 @@ from runtime.store import api_keys
 from serve.key_limits import BadKeyLimiter, client_of
 from serve.key_shares import KeyRateLimits
 
-__all__ = ["Authenticator", "TooManyBadKeys", "allows", "require"]
+__all__ = ["Authenticator", "TooManyBadKeys", "allows", "authenticate", "require"]
 
 _RANK = {Scope.READ: 1, Scope.WRITE: 2, Scope.ADMIN: 3}
 
@@ -209,6 +209,43 @@ class Authenticator:
 _bearer = HTTPBearer(auto_error=False, description="An API key: `rv_<prefix>_<secret>`.")
 
 
+async def authenticate(
+    auth: Authenticator, token: str | None, host: str | None, needed: Scope
+) -> ApiKey:
+    """The key `token` is, if it is live, has `needed` (or a higher scope) and is within its
+    rate limit; else the HTTPException (401, 403, 429) saying why. Shared by the routes
+    (`require`) and the MCP endpoint."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if token is None:
+        raise HTTPException(
+            401, "an API key is required (Authorization: Bearer ...)", headers=challenge
+        )
+    try:
+        key = await auth.key_for(token, host)
+    except TooManyBadKeys as refused:
+        raise HTTPException(
+            429,
+            f"{refused}: wait before trying another key",
+            headers={"Retry-After": str(max(1, math.ceil(refused.retry_after_s)))},
+        ) from None
+    if key is None:
+        raise HTTPException(401, "the API key is unknown or revoked", headers=challenge)
+    if not allows(key.scopes, needed):
+        raise HTTPException(
+            403,
+            f"this key's scopes {[str(s) for s in key.scopes]} do not include {needed.value}",
+        )
+    wait_s = auth.retry_after(key)
+    if wait_s is not None:
+        raise HTTPException(
+            429,
+            f"rate limit of key {key.prefix}: {key.rate_per_s}/s, burst {key.burst}"
+            + auth.limits.describe_share(key),
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+    return key
+
+
 def require(needed: Scope) -> Any:
     """A dependency admitting a caller whose key has `needed` (or a higher scope); the
     OpenAPI document lists `needed` as the operation's security scope."""
@@ -217,37 +254,11 @@ def require(needed: Scope) -> Any:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if credentials is None:
-            raise HTTPException(
-                401, "an API key is required (Authorization: Bearer ...)", headers=challenge
-            )
-        auth: Authenticator = request.app.state.system.auth
-        try:
-            key = await auth.key_for(
-                credentials.credentials, request.client.host if request.client else None
-            )
-        except TooManyBadKeys as refused:
-            raise HTTPException(
-                429,
-                f"{refused}: wait before trying another key",
-                headers={"Retry-After": str(max(1, math.ceil(refused.retry_after_s)))},
-            ) from None
-        if key is None:
-            raise HTTPException(401, "the API key is unknown or revoked", headers=challenge)
-        if not allows(key.scopes, needed):
-            raise HTTPException(
-                403,
-                f"this key's scopes {[str(s) for s in key.scopes]} do not include {needed.value}",
-            )
-        wait_s = auth.retry_after(key)
-        if wait_s is not None:
-            raise HTTPException(
-                429,
-                f"rate limit of key {key.prefix}: {key.rate_per_s}/s, burst {key.burst}"
-                + auth.limits.describe_share(key),
-                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
-            )
-        return key
+        return await authenticate(
+            request.app.state.system.auth,
+            credentials.credentials if credentials is not None else None,
+            request.client.host if request.client else None,
+            needed,
+        )
 
     return Security(caller, scopes=[needed.value])

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from actors.tasks import ActorUnreachable
 from runtime.errors import Conflict, LogicalError, NotFound
 
-__all__ = ["FieldError", "Problem", "document", "install", "problem", "unwrap"]
+__all__ = ["UNAVAILABLE", "FieldError", "Problem", "document", "install", "problem", "unwrap"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -76,7 +76,7 @@ def unwrap(exc: BaseException) -> BaseException:
 # A part the request needs is down (PostgreSQL, a task manager not back within the
 # restart bound): 503, retry. A PostgreSQL shutting down ends its sessions' statements
 # with AdminShutdownError (an OperatorInterventionError, as CannotConnectNowError is).
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+UNAVAILABLE: tuple[type[BaseException], ...] = (
     ActorUnreachable,
     OSError,
     asyncpg.PostgresConnectionError,
@@ -121,7 +121,7 @@ def install(app: FastAPI) -> None:
         for kind, status in _STATUS_OF:
             if isinstance(cause, kind):
                 return problem(status, str(cause))
-        if isinstance(cause, _UNAVAILABLE):
+        if isinstance(cause, UNAVAILABLE):
             return _unavailable(cause)
         raise exc
 
@@ -131,7 +131,7 @@ def install(app: FastAPI) -> None:
     async def _outage(_: Request, exc: Exception) -> JSONResponse:
         return _unavailable(exc)
 
-    for kind in _UNAVAILABLE:
+    for kind in UNAVAILABLE:
         app.add_exception_handler(kind, _outage)
 
     @app.exception_handler(asyncpg.ForeignKeyViolationError)

@@ -19,6 +19,7 @@ from runtime.store import discoveries as discovery_store
 from serve.auth import require
 from serve.deps import Cursor, LastEventId, SystemDep, bad_input, decode_cursor, page_of
 from serve.streams import subject_stream
+from serve.system import System
 
 router = APIRouter(prefix="/api/v1/discoveries", tags=["discoveries"])
 
@@ -42,6 +43,11 @@ async def share_discovery(
 ) -> Discovery:
     """Store a discovery and announce it on `discoveries.{agent_id}.{type}`, atomically.
     Without `agent_id`, the sender is `api-<key prefix>`."""
+    return await share(system, body, caller)
+
+
+async def share(system: System, body: DiscoveryCreate, caller: ApiKey) -> Discovery:
+    """What `POST /api/v1/discoveries` and the MCP tool `share_discovery` do."""
     agent_id = body.agent_id or f"api-{caller.prefix}"
     discovery = Discovery(**body.model_dump(exclude={"agent_id"}), agent_id=agent_id)
     event = DiscoveryShared(

@@ -34,6 +34,11 @@ _ENDED = {"completed", "failed", "cancelled", "timed_out"}
 @router.post("", status_code=201, response_model=ProjectView, dependencies=[require(Scope.WRITE)])
 async def create_project(body: ProjectCreate, system: SystemDep) -> ProjectView:
     """Create a project; the `planning` capability turns its requirements into tasks."""
+    return await create(system, body)
+
+
+async def create(system: System, body: ProjectCreate) -> ProjectView:
+    """What the route and the MCP tool `create_project` do: store it, nudge the planner."""
     project = await project_store.create(system.pool, Project(**body.model_dump()))
     await _nudge(system)
     return await _view(system, project)
@@ -56,6 +61,11 @@ async def list_projects(
 @router.get("/{project_id}", response_model=ProjectView, dependencies=[require(Scope.READ)])
 async def get_project(project_id: UUID, system: SystemDep) -> ProjectView:
     """The project, its progress, its task graph (each task's status) and its results."""
+    return await view(system, project_id)
+
+
+async def view(system: System, project_id: UUID) -> ProjectView:
+    """A project as `GET /api/v1/projects/{id}` shows it; NotFound if there is none."""
     return await _view(system, await _project(system, project_id))
 
 

@@ -13,6 +13,7 @@ from runtime.store import supervision
 from serve.auth import require
 from serve.deps import SystemDep
 from serve.problems import Problem
+from serve.system import System
 
 router = APIRouter(prefix="/api/v1/supervisors", tags=["supervisors"])
 
@@ -25,6 +26,11 @@ router = APIRouter(prefix="/api/v1/supervisors", tags=["supervisors"])
 )
 async def tree(system: SystemDep) -> dict[str, Any]:
     """Every node: id, kind, strategy, state, restarts, breaker, Ray actor id, node, pid."""
+    return await snapshot(system)
+
+
+async def snapshot(system: System) -> dict[str, Any]:
+    """The live tree (the route's and the MCP tool `get_tree`'s); 503 if none runs."""
     if system.root() is None:
         raise HTTPException(
             503, f"no supervision tree runs in namespace {system.settings.namespace}"
