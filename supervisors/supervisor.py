@@ -81,7 +81,7 @@ _STORE_BUDGET_S = 30.0  # how long a start waits for an unreachable PostgreSQL
 _DOWN = ("stopping", "stopped", "failed")  # supervisor states that handle no failure
 # agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
 # a warm worker prestarted with this env has them loaded when a restart takes it
-_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,nats"}}
+_AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,runtime.bus:import_nats"}}
 
 
 class ChildState(StrEnum):
@@ -802,15 +802,21 @@ class Supervisor(WarmSpares, Supervised):
                 metrics.breaker_open(self.spec.id, child.spec.id, kind is Kind.CIRCUIT_OPENED)
 
     async def _record(self, event: SupervisorDecision) -> None:
-        await supervision.record_event(
-            self._pool,
-            event.supervisor_id,
-            event.event,
-            child_id=event.child_id,
-            reason=event.reason,
-            detail=event.detail,
-            events=[event],
-        )
+        """The decision's row and event; a restart also counts on the agent's own row (a
+        child that is no agent has none: nothing to count)."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await supervision.record_event(
+                conn,
+                event.supervisor_id,
+                event.event,
+                child_id=event.child_id,
+                reason=event.reason,
+                detail=event.detail,
+                events=[event],
+            )
+            if event.event == Kind.RESTARTED and event.child_id:
+                await agent_store.increment_restarts(conn, event.child_id)
 
     async def _drain_events(self, timeout_s: float = 5) -> None:
         with contextlib.suppress(TimeoutError):

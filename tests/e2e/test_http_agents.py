@@ -166,6 +166,13 @@ def test_ray_state_api_lists_the_tree_as_it_reports_itself(http_system) -> None:
             return node if back and node["pid"] != victim["pid"] else None
 
         node = wait_until(restarted, timeout_s=60, interval_s=0.2)
+        # the agent's own record counts the restart too (written with the decision's row)
+        counted = wait_until(
+            lambda: rv.get_agent("echo-1")["restart_count"] >= node["restarts"] or None,
+            timeout_s=30,
+            interval_s=0.2,
+        )
+        assert counted and node["restarts"] > victim["restarts"]
     actors = _ray_actors(namespace)
     now = _alive_by_name(actors)["agent:echo-1"]
     assert (now.actor_id, now.pid) == (node["actor_id"], node["pid"])
