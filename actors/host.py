@@ -58,7 +58,7 @@ from actors.host_wiring import HostWiring
 from actors.messaging import Mailbox
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime import logs, telemetry
-from runtime.bus import Bus
+from runtime.bus import Bus, import_nats
 from runtime.config import (
     Settings,
     load_settings,
@@ -257,6 +257,7 @@ class AgentHost(HostWiring, Supervised):
         self._feed: DiscoveryFeed | None = None
         self._mailbox_task: asyncio.Task[None] | None = None
         self._idle_later: asyncio.Task[None] | None = None
+        self._last_work_at = 0.0  # loop time the last task ended (idle after IDLE_LINGER_S)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -323,7 +324,7 @@ class AgentHost(HostWiring, Supervised):
         """Connect NATS, retrying while NATS is unreachable (the host serves meanwhile)."""
         assert self.settings is not None
         # load nats in a thread: the loop keeps answering while ~130 ms of imports run
-        await asyncio.to_thread(importlib.import_module, "nats")
+        await asyncio.to_thread(import_nats, self.settings.nats_servers)
         delay_s = 0.25
         while True:
             try:
@@ -706,13 +707,22 @@ class AgentHost(HostWiring, Supervised):
 
     def _idle_soon(self) -> None:
         """Record `idle` once no task has come for IDLE_LINGER_S: under a stream of tasks
-        the agent stays `busy`, instead of writing busy/idle twice per task."""
+        the agent stays `busy`, instead of writing busy/idle twice per task (and a task
+        that comes while it is `busy` starts without a write)."""
+        loop = asyncio.get_running_loop()
+        self._last_work_at = loop.time()
         if self._idle_later is None or self._idle_later.done():
-            self._idle_later = asyncio.get_running_loop().create_task(self._idle_after_linger())
+            self._idle_later = loop.create_task(self._idle_after_linger())
 
     async def _idle_after_linger(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay_s = IDLE_LINGER_S
         while True:
-            await asyncio.sleep(IDLE_LINGER_S)
+            await asyncio.sleep(delay_s)
+            delay_s = self._last_work_at + IDLE_LINGER_S - loop.time()
+            if delay_s > 0:
+                continue  # a task ended meanwhile: linger from its end
+            delay_s = IDLE_LINGER_S
             async with self._task_lock:
                 if self._ledger.busy():
                     continue

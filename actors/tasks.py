@@ -10,8 +10,8 @@ So every call goes through a `NamedActor`, which drops the handle on `RayActorEr
 name again and retries on the new incarnation, for at most `restart_wait_s`; past that
 it raises `ActorUnreachable` (the HTTP API answers 503 with `Retry-After`). Only calls
 that are safe to repeat are retried: reads, `cancel`, `wait` (with what is left of its
-timeout) and `submit_many` (tasks carry their ids: a retry gets what the lost call
-stored as stored, and stores the rest).
+timeout) and `submit_many` / `submit_batch` (tasks carry their ids: a retry gets what
+the lost call stored as stored, and stores the rest).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
 import ray
@@ -27,12 +27,14 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors.task_manager import shard_of, task_manager_name
 from runtime import telemetry
+from runtime.errors import LogicalError
 
 __all__ = [
     "RESTART_WAIT_S",
     "UNREACHABLE",
     "ActorUnreachable",
     "NamedActor",
+    "Submitted",
     "TaskClient",
 ]
 
@@ -57,6 +59,15 @@ class ActorUnreachable(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ActorUnreachable, (self.name, self.waited_s, None))
+
+
+class Submitted(NamedTuple):
+    """One item of `TaskClient.submit_batch`: the task as stored and whether this call
+    made it (False: its idempotency key had made it before), or why it was refused."""
+
+    task: dict[str, Any] | None
+    created: bool
+    error: LogicalError | None = None
 
 
 class _NotRunning(Exception):
@@ -160,12 +171,13 @@ class TaskClient:
         return (await self.submit_many([task]))[0]
 
     async def submit_many(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Submit many tasks, one call per shard; results in the order given."""
-        by_shard: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        trace = {"trace_context": carrier} if (carrier := telemetry.carrier()) else {}
-        for index, task in enumerate(tasks):
-            item = {**trace, **task, "id": str(task.get("id") or uuid4())}
-            by_shard.setdefault(shard_of(UUID(item["id"]), self.shards), []).append((index, item))
+        """Submit many tasks, one call per shard; results in the order given.
+
+        All or nothing per shard: one invalid item (or unknown dependency) raises
+        `LogicalError` and its shard stores none of them, while other shards may have
+        stored theirs. `submit_batch` answers each item on its own instead.
+        """
+        by_shard = self._by_shard(tasks)
         answers = await asyncio.gather(
             *(self._submit_to(s, [i for _, i in items]) for s, items in by_shard.items())
         )
@@ -174,6 +186,55 @@ class TaskClient:
             for (index, _), task in zip(items, stored, strict=True):
                 out[index] = task
         return out
+
+    async def submit_batch(self, tasks: list[dict[str, Any]]) -> list[Submitted]:
+        """Submit many tasks, each answered on its own (results in the order given).
+
+        One call per shard, as `submit_many`; a shard's part that is refused (an invalid
+        item, an unknown dependency or parent) is split in halves until each refused item
+        is alone, so every valid item is stored whatever its neighbours are. An item whose
+        `idempotency_key` made a task already gets that task with `created` False. An
+        error other than a refusal (a shard not back within the restart bound) is raised:
+        what was stored stays stored, and the same items again (with their keys or ids)
+        are answered as stored.
+        """
+        by_shard = self._by_shard(tasks)
+        answers = await asyncio.gather(
+            *(self._submit_split(s, [i for _, i in items]) for s, items in by_shard.items())
+        )
+        out: list[Submitted] = [Submitted(None, False) for _ in tasks]
+        for (_, items), submitted in zip(by_shard.items(), answers, strict=True):
+            for (index, _), one in zip(items, submitted, strict=True):
+                out[index] = one
+        return out
+
+    def _by_shard(self, tasks: list[dict[str, Any]]) -> dict[int, list[tuple[int, dict[str, Any]]]]:
+        """Each task (given its id, and the caller's trace) by shard, with its index."""
+        by_shard: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        trace = {"trace_context": carrier} if (carrier := telemetry.carrier()) else {}
+        for index, task in enumerate(tasks):
+            item = {**trace, **task, "id": str(task.get("id") or uuid4())}
+            by_shard.setdefault(shard_of(UUID(item["id"]), self.shards), []).append((index, item))
+        return by_shard
+
+    async def _submit_split(self, shard: int, items: list[dict[str, Any]]) -> list[Submitted]:
+        try:
+            stored = await self._submit_to(shard, items)
+        except Exception as exc:
+            cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else exc
+            if not isinstance(cause, LogicalError):
+                raise
+            if len(items) == 1:
+                return [Submitted(None, False, cause)]
+            half = len(items) // 2
+            first, rest = await asyncio.gather(
+                self._submit_split(shard, items[:half]), self._submit_split(shard, items[half:])
+            )
+            return first + rest
+        return [
+            Submitted(task, task["id"] == item["id"])
+            for item, task in zip(items, stored, strict=True)
+        ]
 
     async def _submit_to(self, shard: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # safe to repeat: a task stored by a call whose answer was lost is returned as stored

@@ -18,6 +18,12 @@ connections, each bounded in requests and time; the first `--warmup` seconds are
 counted. Measurements alternate trivial/tasks for `--rounds` rounds, the figures pool the
 rounds. Everything is on 127.0.0.1. Prints one JSON object on the last line of stdout.
 
+Bulk ingest (`batch_tasks_per_s`): `--batch-clients` connections (4) send `--batch-tasks`
+no-op echo tasks (10,000) through `POST /api/v1/tasks/batch`, `--batch-size` (200) a
+request, each connection one request at a time; counted from the first request's start
+until the last answer (every task stored, durable). The tasks then run on the echo pool:
+`batch_completed` of them completed, `batch_run_s` after the first request.
+
 `--mode` picks how HTTP reaches the replica:
 - `proxy` (the default, as `rayvisor up` runs it): requests go through the Serve proxy
   actor on `http_port`.
@@ -60,6 +66,7 @@ if __name__ == "http":
 
 NAMESPACE = "bench-http"
 TASK_BODY = {"title": "noop", "required_capabilities": ["echo"]}
+BATCH_TITLE = "batch noop"
 TRIVIAL_APP = "trivial"
 TRIVIAL_PREFIX = "/trivial"
 
@@ -432,6 +439,82 @@ async def task_counts(database_url: str) -> dict[str, int]:
         await conn.close()
 
 
+def load_batches(url: str, auth: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """`--batch-tasks` tasks through the batch route by `--batch-clients` connections, as
+    fast as they are answered: the load generator with no warm-up and a request budget."""
+    batch = {"tasks": [{"title": BATCH_TITLE, "required_capabilities": ["echo"]}] * args.batch_size}
+    requests = -(-args.batch_tasks // args.batch_size)
+    spec = {
+        "urls": [url],
+        "method": "POST",
+        "body": json.dumps(batch),
+        "headers": auth,
+        "concurrency": args.batch_clients,
+        "max_requests": requests,
+        "warmup_s": 0.0,
+        "duration_s": 600.0,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_CLIENT, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tempfile.gettempdir(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    sent = run["ok"] * args.batch_size
+    return {
+        "batch_tasks_per_s": round(sent / run["elapsed_s"], 1) if run["elapsed_s"] else 0.0,
+        "batch_requests": run["ok"],
+        "batch_ingest_s": run["elapsed_s"],
+        "batch_request_p50_ms": run["p50_ms"],
+        "batch_request_p99_ms": run["p99_ms"],
+        "batch_statuses": run["statuses"],
+        "batch_errors": run["errors"],
+    }
+
+
+async def batch_outcome(database_url: str, began: float, timeout_s: float) -> dict[str, Any]:
+    """Wait (bounded) until the batch's tasks have ended; how many were stored and
+    completed (each once), and when the last one ended after `began`."""
+    import asyncio
+
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await conn.fetch(
+                "SELECT status, count(*) AS n FROM tasks WHERE title = $1 GROUP BY status",
+                BATCH_TITLE,
+            )
+            counts = {r["status"]: r["n"] for r in rows}
+            active = sum(counts.get(s, 0) for s in ("pending", "queued", "assigned", "running"))
+            if active == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        ran_s = time.monotonic() - began
+        twice = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT o.subject FROM outbox o JOIN tasks t"
+            " ON o.subject = 'tasks.' || t.id || '.result' WHERE t.title = $1"
+            " AND o.payload->>'status' = 'completed' GROUP BY o.subject"
+            " HAVING count(*) > 1) AS d",
+            BATCH_TITLE,
+        )
+    finally:
+        await conn.close()
+    return {
+        "batch_stored": sum(counts.values()),
+        "batch_completed": counts.get("completed", 0),
+        "batch_completed_twice": twice,
+        "batch_run_s": round(ran_s, 2),
+    }
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(MODES), default="proxy")
@@ -464,6 +547,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-uvicorn", action="store_true", help="skip the plain uvicorn run")
     parser.add_argument(
+        "--batch-tasks", type=int, default=10_000, help="tasks sent through the batch route"
+    )
+    parser.add_argument("--batch-size", type=int, default=200, help="tasks a batch request")
+    parser.add_argument("--batch-clients", type=int, default=4, help="batch connections")
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -473,6 +561,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if min(args.replicas, args.concurrency, args.rounds, args.max_requests) < 1:
         parser.error("--replicas, --concurrency, --rounds and --max-requests must be >= 1")
+    if min(args.batch_tasks, args.batch_size, args.batch_clients) < 1:
+        parser.error("--batch-tasks, --batch-size and --batch-clients must be >= 1")
     if args.agents < 0 or args.duration <= 0 or args.warmup < 0:
         parser.error("--agents, --warmup must be >= 0 and --duration > 0")
     return args
@@ -575,6 +665,11 @@ def main() -> None:
             if args.agents:
                 # the next round starts from an idle system, not a backlog
                 left.append(asyncio.run(drain(urls.database_url, 60)))
+        batch_began = time.monotonic()
+        batch = load_batches(f"{tasks_urls[0]}/api/v1/tasks/batch", auth, args)
+        if args.agents:
+            bound = max(60.0, args.batch_tasks / 50)
+            batch |= asyncio.run(batch_outcome(urls.database_url, batch_began, bound))
         tm_runs = []
         if args.tm_baseline:
             for _ in range(args.rounds):
@@ -622,6 +717,10 @@ def main() -> None:
             else None
         ),
     }
+    figures |= batch
+    figures["batch_vs_tasks_rps"] = (
+        round(batch["batch_tasks_per_s"] / tasks["rps"], 2) if tasks["rps"] else None
+    )
     figures |= {
         "trivial_get_rps": trivial_get["rps"],
         "trivial_get_p50_ms": trivial_get["p50_ms"],
@@ -666,6 +765,11 @@ def main() -> None:
         "warmup_s": args.warmup,
         "rounds": args.rounds,
         "agents": args.agents,
+        "batch": {
+            "tasks": args.batch_tasks,
+            "size": args.batch_size,
+            "clients": args.batch_clients,
+        },
         "generator": "separate process, raw HTTP/1.1 keep-alive, asyncio+uvloop",
     }
     figures["wall_s"] = round(time.monotonic() - began, 1)

@@ -271,6 +271,42 @@ def wait_ready(url: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+def measure_streams(settings: Any, nats_url: str, database_url: str, args: Any) -> dict[str, Any]:
+    """Deploy the ingress on a running Ray and tree (`settings.namespace`), hold
+    `args.clients` streams while tasks run (`args`: as `parse_args` gives), in a load process
+    of its own; its figures. Used by bench/scale.py too."""
+    from serve.app import deploy
+
+    url = deploy(settings)
+    key = asyncio.run(make_key(database_url))
+    wait_ready(url, 120)
+    cfg = {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "key": key,
+        "nats_url": nats_url,
+        "stream": settings.stream_name,
+        "subject": args.subject,
+        "clients": args.clients,
+        "duration": args.duration,
+        "rate": args.rate,
+        "grace": args.grace,
+        "connect_timeout": args.connect_timeout,
+    }
+    limit = args.connect_timeout + args.duration + 2 * args.grace + 180
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--client", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=limit,
+        check=False,
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"the load process failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     args = parse_args()
     if args.client:
@@ -282,7 +318,6 @@ def main() -> None:
     from runtime.raycluster import init_ray
     from runtime.services import ensure_services, stop_services
     from runtime.store.migrations import migrate
-    from serve.app import deploy
     from supervisors.tree import start_tree, stop_tree, tree_from_settings
 
     scratch = Path(tempfile.mkdtemp(prefix="rayvisor-bench-sse-"))
@@ -301,34 +336,7 @@ def main() -> None:
         asyncio.run(migrate(urls.database_url))
         init_ray(settings, urls.database_url, urls.nats_url, namespace=NAMESPACE, num_cpus=2)
         start_tree(tree_from_settings(settings), NAMESPACE, 300)
-        url = deploy(settings)
-        key = asyncio.run(make_key(urls.database_url))
-        wait_ready(url, 120)
-        cfg = {
-            "host": settings.http_host,
-            "port": settings.http_port,
-            "key": key,
-            "nats_url": urls.nats_url,
-            "stream": settings.stream_name,
-            "subject": args.subject,
-            "clients": args.clients,
-            "duration": args.duration,
-            "rate": args.rate,
-            "grace": args.grace,
-            "connect_timeout": args.connect_timeout,
-        }
-        limit = args.connect_timeout + args.duration + 2 * args.grace + 180
-        done = subprocess.run(
-            [sys.executable, __file__, "--client", json.dumps(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=limit,
-            check=False,
-        )
-        if done.returncode != 0:
-            sys.stderr.write(done.stderr[-4000:])
-            raise SystemExit(f"the load process failed (exit {done.returncode})")
-        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        figures = measure_streams(settings, urls.nats_url, urls.database_url, args)
         stop_tree(NAMESPACE, timeout_s=60)
         ray.shutdown()
     finally:

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
@@ -33,18 +37,38 @@ from runtime.models.events import DURABLE_SUBJECTS, Event, event_class_for
 from runtime.store.outbox import NOTIFY_CHANNEL
 from runtime.tls import NATS_CA_PARAM, is_refusal, nats_servers_and_tls, server_of, tls_failure
 
-if TYPE_CHECKING:  # nats (with aiohttp) loads on connect: ~130 ms a restarted host skips
+if TYPE_CHECKING:  # nats loads on connect (`import_nats`): ~130 ms a restarted host skips
     import nats.aio.subscription
     from nats.aio.client import Client as NATS
     from nats.aio.msg import Msg
 
-__all__ = ["MAX_MESSAGE_BYTES", "Bus", "OutboxRelay", "decode", "subject_matches"]
+__all__ = ["MAX_MESSAGE_BYTES", "Bus", "OutboxRelay", "decode", "import_nats", "subject_matches"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 1_048_576
 """The largest payload a subscriber reads (nats-server's default `max_payload`)."""
+
+
+def import_nats(servers: str | None = None) -> ModuleType:
+    """Import nats-py without aiohttp unless a server is `ws://`/`wss://` (`servers`, by
+    default `RAYVISOR_NATS_URL`) or something loaded aiohttp already.
+
+    nats-py imports aiohttp (and yarl, multidict, ...: ~60 modules, ~5 MiB) only for its
+    WebSocket transport; an agent host that speaks `nats://` or `tls://` would carry them
+    for nothing. Blocked, the optional import fails and nats-py leaves WebSockets off."""
+    if servers is None:
+        servers = os.environ.get("RAYVISOR_NATS_URL", "")
+    wanted = any(u.strip().lower().startswith(("ws://", "wss://")) for u in servers.split(","))
+    if wanted or "nats.aio.transport" in sys.modules or "aiohttp" in sys.modules:
+        return importlib.import_module("nats")
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # "import aiohttp" fails
+    try:
+        return importlib.import_module("nats")
+    finally:
+        if sys.modules.get("aiohttp", 0) is None:
+            del sys.modules["aiohttp"]
 
 
 def decode(
@@ -129,6 +153,7 @@ class Bus:
         them), retrying while the server is unreachable; a certificate that does not verify
         or credentials the server refuses fail at once (a ServiceError): retrying cannot
         help them."""
+        import_nats(url)
         from nats.aio.client import Client
 
         servers, tls = nats_servers_and_tls(url)

@@ -8,6 +8,8 @@ status, detail and the invalid fields.
 with Client("http://127.0.0.1:8000", api_key) as rv:
     task = rv.submit_task({"title": "scan", "required_capabilities": ["log_analysis"]})
     done = rv.wait_task(task["id"])
+    batch = rv.submit_batch([{"title": f"scan {n}", "idempotency_key": f"scan-{n}"}
+                             for n in range(500)])  # one request, an answer per item
 ```
 """
 
@@ -90,6 +92,13 @@ class _Endpoints:
     def submit_task(self, task: dict[str, Any], *, idempotency_key: str | None = None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._send(_Call("POST", "/api/v1/tasks", body=task, headers=headers))
+
+    def submit_batch(self, tasks: list[dict[str, Any]]) -> Any:
+        """Submit up to the server's `http.max_batch_tasks` tasks in one request; each item
+        is answered on its own (`results[i]["status"]`: 201 stored, 200 the task its
+        `idempotency_key` made already, 422 refused with `errors`), so this raises
+        `ApiError` only when the batch as a whole is refused (too many items, say)."""
+        return self._send(_Call("POST", "/api/v1/tasks/batch", body={"tasks": tasks}))
 
     def get_task(self, task_id: str) -> Any:
         return self._send(_Call("GET", f"/api/v1/tasks/{task_id}"))

@@ -100,6 +100,12 @@ class HttpSettings(_Section):
         2000, ge=1, le=100_000, description="Per replica; SSE streams hold one each."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_batch_tasks: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Tasks one `POST /api/v1/tasks/batch` may carry; more: 422 naming the limit.",
+    )
     key_cache_s: float = Field(2.0, ge=0, le=300, description="How long a checked key is trusted.")
     bad_key_burst: int = Field(
         20,

@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -45,6 +46,7 @@ from runtime.policies import TaskStatus
 from runtime.raycluster import auth_token_source, init_ray
 from runtime.services import ensure_services
 from runtime.store import api_keys
+from serve.cli_batch import submit_file
 from supervisors.tree import (
     check_tree,
     get_root,
@@ -197,6 +199,7 @@ def _run_up(settings: Settings, ownership: Ownership) -> None:
     table = Table(title="rayvisor is up", show_header=False)
     table.add_row("HTTP API", url)
     table.add_row("API docs", f"{url}/docs")
+    table.add_row("live page", f"{url}/ui  (sign in with the admin key below)")
     table.add_row("Ray dashboard", _dashboard_cell(context.dashboard_url))
     table.add_row("admin key", f"{key}  (also in {settings.home / 'api_key'})")
     console.print(table)
@@ -314,7 +317,7 @@ def _task_table(tasks: list[dict[str, Any]], title: str) -> Table:
 
 @app.command()
 def submit(
-    title: Annotated[str, typer.Argument(help="What the task is.")],
+    title: Annotated[str | None, typer.Argument(help="What the task is.")] = None,
     capability: Annotated[list[str], typer.Option("--capability", "-c")] = [],  # noqa: B006
     param: Annotated[list[str], typer.Option("--param", "-p", help="key=value (JSON)")] = [],  # noqa: B006
     priority: Annotated[int, typer.Option(min=0, max=9)] = 5,
@@ -328,6 +331,19 @@ def submit(
         bool,
         typer.Option(help="With --wait: submit even if no agent offers the capabilities."),
     ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Submit the tasks of a JSON-lines file instead of TITLE: one task object a"
+            " line (the fields of POST /api/v1/tasks, idempotency_key included).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --file: tasks a request (default: http.max_batch_tasks)."),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
@@ -335,8 +351,25 @@ def submit(
 
     With --wait a task that no running agent and no pool can take (none offers all its
     capabilities) is not submitted: exit 1 naming what is missing, unless --force.
+
+    With --file the whole file is checked first: a bad line (each named with its line
+    number and field) submits nothing, exit 2. Then its tasks go in batches, each task
+    answered on its own: a table shows each line's task (created, existing: the task its
+    idempotency_key made before, refused: why), exit 2 if any was refused (the others are
+    stored). Lines with an idempotency_key make sending the file again safe.
     """
     settings = settings_or_exit()
+    if file is not None:
+        if title is not None or capability or param or idempotency_key or wait:
+            raise typer.BadParameter(
+                "the tasks come from the file: drop TITLE, -c, -p, --idempotency-key, --wait",
+                param_hint="--file",
+            )
+        with _client(settings, url, api_key) as client:
+            submit_file(client, file, batch_size or settings.http.max_batch_tasks)
+        return
+    if title is None:
+        raise typer.BadParameter("what the task is (or --file FILE)", param_hint="TITLE")
     body: dict[str, Any] = {
         "title": title,
         "required_capabilities": capability,

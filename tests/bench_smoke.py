@@ -35,8 +35,20 @@ RUNS: dict[str, tuple[list[str], set[str]]] = {
         },
     ),
     "http.py": (
-        ["--duration", "1", "--warmup", "0.5", "--rounds", "1", "--no-uvicorn"],
+        [
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--rounds",
+            "1",
+            "--no-uvicorn",
+            "--batch-tasks",
+            "400",
+        ],
         {
+            "batch_tasks_per_s",
+            "batch_completed",
             "tasks_rps",
             "tasks_p50_ms",
             "tasks_p99_ms",
@@ -54,6 +66,27 @@ RUNS: dict[str, tuple[list[str], set[str]]] = {
     "sse.py": (
         ["--clients", "20", "--duration", "3", "--grace", "10"],
         {"clients", "events", "delivered", "missing", "p99_delivery_ms", "baseline_p99_ms"},
+    ),
+    "latency.py": (
+        ["--quick"],
+        {"taskclient_p50_ms", "taskclient_p99_ms", "http_p50_ms", "http_p99_ms", "raw_ray_p50_ms"},
+    ),
+    "scale.py": (
+        ["--quick"],
+        {
+            "agents",
+            "shards",
+            "tasks_per_s",
+            "pool_sizes",
+            "pool_start_s",
+            "host_uss_mib",
+            "ray_actor_uss_mib",
+            "host_uss_ratio",
+            "kills",
+            "restart_p50_ms",
+            "sse_clients",
+            "sse_p99_delivery_ms",
+        },
     ),
 }
 

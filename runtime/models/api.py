@@ -7,7 +7,7 @@ create: `Task(**body.model_dump())` is a valid task.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,17 +22,22 @@ from runtime.models.common import (
 )
 from runtime.models.enums import Scope
 from runtime.models.plans import FAN_OUT_CAPABILITY, FanOut
+from runtime.models.records import Task
 
 __all__ = [
     "AgentSpawn",
     "AgentSpawned",
     "ApiKeyCreate",
     "DiscoveryCreate",
+    "ItemError",
     "Page",
     "ProjectCreate",
     "ProjectTask",
     "ProjectView",
     "SpecializationCreate",
+    "TaskBatch",
+    "TaskBatchItem",
+    "TaskBatchResult",
     "TaskCreate",
     "TemplateCreate",
     "TemplateResources",
@@ -81,6 +86,67 @@ class TaskCreate(_Body):
                 )
             self.required_capabilities = [FAN_OUT_CAPABILITY]
         return self
+
+
+class TaskBatch(BaseModel):
+    """`POST /api/v1/tasks/batch`: tasks validated and answered each on its own.
+
+    Each item is a `TaskCreate` (its `idempotency_key` field is its key) but is only
+    required to be an object here: an invalid item is a 422 in its own result, not a
+    refusal of the batch. More than `http.max_batch_tasks` items: the batch is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="`TaskCreate` objects, each with its own optional `idempotency_key`;"
+        " at most `http.max_batch_tasks` (1,000 by default).",
+        examples=[
+            [
+                {
+                    "title": "scan a.log",
+                    "required_capabilities": ["log_analysis"],
+                    "parameters": {"path": "a.log"},
+                    "idempotency_key": "scan-a",
+                },
+                {
+                    "title": "scan b.log",
+                    "required_capabilities": ["log_analysis"],
+                    "parameters": {"path": "b.log"},
+                    "idempotency_key": "scan-b",
+                },
+            ]
+        ],
+    )
+
+
+class ItemError(BaseModel):
+    """What is wrong with one item of a batch: the field (within the item) and why."""
+
+    field: str
+    reason: str
+
+
+class TaskBatchItem(BaseModel):
+    """One item's answer, as its own request would have had it."""
+
+    index: int = Field(ge=0, description="The item's position in `tasks`.")
+    status: Literal[200, 201, 422] = Field(
+        description="201: stored; 200: the task its `idempotency_key` already made (same"
+        " body); 422: refused (`errors`), nothing stored for it."
+    )
+    task: Task | None = None
+    errors: list[ItemError] = Field(default_factory=list)
+
+
+class TaskBatchResult(BaseModel):
+    """The answer to a batch (HTTP 207): one result per item, in the order sent."""
+
+    created: int
+    existing: int
+    refused: int
+    results: list[TaskBatchItem]
 
 
 class ProjectCreate(_Body):

@@ -1,11 +1,12 @@
 """Group commit: task state changes from many callers written in one statement.
 
 A caller hands its rows (full task states) and events to `write()` and waits. The
-committer gathers everything that arrives within `window_s` of the first item (and for as
-long as the batch before is still being written) and writes it with one statement: the
-rows' UPDATE and the events' outbox INSERT as data-modifying CTEs over `unnest`ed arrays,
-plus the outbox NOTIFY, which PostgreSQL runs as one transaction. One round trip per
-batch, however many rows; then it wakes all the callers.
+committer gathers everything that arrives while the batch before is still being written,
+and under load also within `window_s` of the first item (`FlushPolicy`: a lone write on an
+idle committer goes at once, so one task alone never waits the window), and writes it with
+one statement: the rows' UPDATE and the events' outbox INSERT as data-modifying CTEs over
+`unnest`ed arrays, plus the outbox NOTIFY, which PostgreSQL runs as one transaction. One
+round trip per batch, however many rows; then it wakes all the callers.
 
 Guarantees:
 - A change is acknowledged only after it is durable. While PostgreSQL cannot be reached
@@ -38,7 +39,7 @@ from runtime.store.outbox import NOTIFY_CHANNEL
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["TASK_STATE_COLUMNS", "Fenced", "GroupCommitter"]
+__all__ = ["TASK_STATE_COLUMNS", "Fenced", "FlushPolicy", "GroupCommitter"]
 
 # The mutable part of a task row, written whole by its one writer (the TaskManager shard).
 TASK_STATE_COLUMNS: tuple[str, ...] = (
@@ -117,10 +118,34 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
 
+@dataclass(frozen=True)
+class FlushPolicy:
+    """How long a new batch stays open before it is written: a pure decision.
+
+    The window pays off only when other writes are coming: then one statement carries
+    them all. An idle committer (no statement in flight) whose last batch held one write
+    sees no such traffic, so it writes at once: a lone task's writes (its lease, then its
+    start and result) would otherwise each wait the whole window. Under load (a statement
+    in flight, or the last batch gathered several writes) the window holds as before, and
+    a batch always waits for the one in flight, which is where most batching comes from.
+    """
+
+    window_s: float = 0.005
+    """The longest a batch waits for more writes under load (`batch_window_ms`)."""
+
+    def delay_s(self, committing: bool, last_batch_writes: int) -> float:
+        """Seconds to hold a batch just opened, given whether a statement is in flight
+        and how many `write` calls the last batch carried (0: none yet)."""
+        if self.window_s <= 0 or (not committing and last_batch_writes <= 1):
+            return 0.0
+        return self.window_s
+
+
 @dataclass
 class _Batch:
     rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)  # task id -> latest state
     events: list[Event] = field(default_factory=list)
+    writes: int = 0  # `write` calls that joined it
     headers: list[str] = field(default_factory=list)  # each event's trace headers, as JSON
     done: asyncio.Future[frozenset[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -168,15 +193,24 @@ class GroupCommitter:
     ) -> None:
         self.pool = pool
         self.window_s = window_s
+        self.policy = FlushPolicy(window_s)
         self.owner = owner
         self.max_retry_delay_s = max_retry_delay_s
         self.transactions = 0
         self.rows_written = 0
         self.retries = 0
+        self.immediate = 0
+        """Batches written without waiting the window (the committer was idle)."""
+        self._last_writes = 0  # `write` calls in the batch last formed
         self._batch: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._order = asyncio.Lock()  # batches commit in the order they were formed
         self._conn: asyncpg.Connection | None = None
+
+    @property
+    def committing(self) -> bool:
+        """A statement is in flight (a batch formed now waits for it)."""
+        return self._order.locked()
 
     async def write(
         self,
@@ -194,6 +228,7 @@ class GroupCommitter:
             self._batch = _Batch()
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
         batch = self._batch
+        batch.writes += 1
         for row in rows:
             batch.add(row)
         batch.events.extend(events)
@@ -206,13 +241,17 @@ class GroupCommitter:
         return frozenset(row[0] for row in rows if row[0] not in written)
 
     async def _flush_later(self) -> None:
-        if self.window_s > 0:
-            await asyncio.sleep(self.window_s)
+        delay_s = self.policy.delay_s(self.committing, self._last_writes)
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        else:  # writes made in this turn of the loop still join
+            self.immediate += 1
         async with self._order:
             # the batch stays open while the one before it commits: under load, each
             # statement carries everything that arrived meanwhile
             batch, self._batch = self._batch, None
             assert batch is not None
+            self._last_writes = batch.writes
             await self._commit(batch)
 
     async def _commit(self, batch: _Batch) -> None:

@@ -33,6 +33,7 @@ from runtime.store._tx import Conn, fetch_page, fetchrow_with_events
 
 __all__ = [
     "COLUMNS",
+    "claim_request_bodies",
     "claim_request_body",
     "counts_by_status",
     "dependents",
@@ -121,6 +122,30 @@ async def claim_request_body(conn: Conn, idempotency_key: str, body_sha256: str)
             idempotency_key,
         )
     return recorded or body_sha256
+
+
+async def claim_request_bodies(conn: Conn, claims: dict[str, str]) -> dict[str, str]:
+    """`claim_request_body` for many keys in one statement: {key: the recorded hash}."""
+    if not claims:
+        return {}
+    keys, hashes = list(claims), list(claims.values())
+    rows = await conn.fetch(
+        "INSERT INTO task_request_bodies (idempotency_key, body_sha256)"
+        " SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, body_sha256",
+        keys,
+        hashes,
+    )
+    recorded = {row["idempotency_key"]: row["body_sha256"] for row in rows}
+    taken = [key for key in keys if key not in recorded]
+    if taken:  # claimed before (or by a concurrent claim that committed meanwhile)
+        rows = await conn.fetch(
+            "SELECT idempotency_key, body_sha256 FROM task_request_bodies"
+            " WHERE idempotency_key = ANY($1::text[])",
+            taken,
+        )
+        recorded |= {row["idempotency_key"]: row["body_sha256"] for row in rows}
+    return {key: recorded.get(key, digest) for key, digest in claims.items()}
 
 
 _FOREIGN_KEYS = {"tasks_parent_id_fkey": "parent_id", "tasks_project_id_fkey": "project_id"}
