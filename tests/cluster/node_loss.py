@@ -274,7 +274,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=12, help="tasks submitted before the loss")
     parser.add_argument("--sleep-s", type=float, default=3.0, help="each task's duration")
     parser.add_argument("--recover-timeout", type=float, default=60.0, help="bound, seconds")
-    parser.add_argument("--max-spawns", type=int, default=6, help="agents tried on the new node")
+    parser.add_argument("--max-spawns", type=int, default=12, help="agents tried on the new node")
     return parser.parse_args()
 
 
