@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -118,3 +121,42 @@ def worker_runtime_env(env: dict[str, str]) -> dict[str, Any]:
     plain, secrets = worker_env.split(env)
     key = f"env:test-{uuid.uuid4().hex[:12]}"
     return {"env_vars": {**plain, **worker_env.publish(key, secrets)}}
+
+
+def start_up(
+    env: dict[str, str], printed: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`rayvisor up` as a user runs it, once it has printed its admin key: (process, key);
+    the lines it printed up to the key go to `printed`."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "serve.cli", "up"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+    def key_printed() -> str | None:
+        line = up.stdout.readline() if up.stdout else ""
+        assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
+        if printed is not None:
+            printed.append(line)
+        found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
+        return found.group(1) if found else None
+
+    try:
+        return up, wait_until(key_printed, timeout_s=180, interval_s=0)
+    except BaseException:
+        up.kill()
+        raise
+
+
+def rayvisor_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`rayvisor ARGS` in a process of its own, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "serve.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=180,
+    )

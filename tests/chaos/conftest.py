@@ -34,7 +34,7 @@ CHAOS_ARGS = [
     "--relay-every", "9",
     "--pool-supervisor-every", "24",
     "--give-up", "60",
-    "--recover-timeout", "30",
+    "--recover-timeout", "45",
     "--drain-timeout", "90",
     "--seed", "1",
 ]  # fmt: skip

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.quiet
+
 
 def _report(figures: dict[str, Any]) -> str:
     """What a failure message shows: the figures without the fault log and stderr, then

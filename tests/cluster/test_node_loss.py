@@ -29,7 +29,7 @@ from helpers import delete_stream
 
 from runtime.config import load_settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.quiet]
 
 DRIVER = Path(__file__).with_name("node_loss.py")
 ROOT = Path(__file__).resolve().parents[2]

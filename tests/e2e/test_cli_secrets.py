@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import ray
-from helpers import delete_stream, free_port, wait_until
+from helpers import delete_stream, free_port, rayvisor_cli, start_up
 
 pytestmark = pytest.mark.integration
 
@@ -32,29 +31,6 @@ def _with_password(url: str, user: str, password: str) -> tuple[str, str]:
     return urlunsplit(
         parts._replace(netloc=f"{parts.username or user}:{password}@{host}")
     ), password
-
-
-def _start_up(env: dict[str, str], printed: list[str]) -> tuple[subprocess.Popen[str], str]:
-    up = subprocess.Popen(
-        [sys.executable, "-m", "serve.cli", "up"],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-    def key_printed() -> str | None:
-        line = up.stdout.readline() if up.stdout else ""
-        assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
-        printed.append(line)
-        found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
-        return found.group(1) if found else None
-
-    try:
-        return up, wait_until(key_printed, timeout_s=180, interval_s=0)
-    except BaseException:
-        up.kill()
-        raise
 
 
 def _dashboard_answers(paths: list[str]) -> str:
@@ -113,7 +89,7 @@ def test_up_shows_no_service_password_to_ray(services, ray_session, tmp_path: Pa
     }
     printed: list[str] = []
     began = time.time()
-    up, key = _start_up(env, printed)
+    up, key = start_up(env, printed)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             ready = http.get("/readyz")  # the workers found the URLs: the task manager is up
@@ -144,10 +120,7 @@ def test_up_shows_no_service_password_to_ray(services, ray_session, tmp_path: Pa
         assert "RAYVISOR_SECRETS_KEY" in shown["state API"]  # the job's runtime env is shown
         for where, text in shown.items():
             assert [s for s in secrets if s in text] == [], where
-        down = subprocess.run(
-            [sys.executable, "-m", "serve.cli", "down"], env=env, text=True,
-            capture_output=True, timeout=180,
-        )  # fmt: skip
+        down = rayvisor_cli(env, "down")
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=120) == 0
         assert [s for s in secrets if s in up.stdout.read() + up.stderr.read()] == []

@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 import ray
-from helpers import delete_stream, free_port, wait_until
+from helpers import delete_stream, free_port, rayvisor_cli, start_up, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,66 +34,67 @@ def _env(services, port: int, **extra: str) -> dict[str, str]:
     }
 
 
-def _start_up(
-    env: dict[str, str], printed: list[str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    """`rayvisor up` as a user runs it, once it has printed its admin key: (process, key);
-    the lines it printed up to the key go to `printed`."""
-    up = subprocess.Popen(
-        [sys.executable, "-m", "serve.cli", "up"],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-    def key_printed() -> str | None:
-        line = up.stdout.readline() if up.stdout else ""
-        assert line or up.poll() is None, up.stderr.read() if up.stderr else ""
-        if printed is not None:
-            printed.append(line)
-        found = re.search(r"admin key\s*│?\s*(rv_\S+)", line)
-        return found.group(1) if found else None
-
-    try:
-        return up, wait_until(key_printed, timeout_s=180, interval_s=0)
-    except BaseException:
-        up.kill()
-        raise
-
-
-def _rayvisor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serve.cli", *args],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=180,
-    )
-
-
-def test_up_prints_a_working_admin_key_and_down_stops_everything(services, ray_session) -> None:
+def test_up_serves_refuses_a_second_up_and_down_then_up_finishes_every_task_once(
+    services, ray_session, tmp_path: Path
+) -> None:
+    """One `up` as a user runs it: it prints a working admin key and how to sign in to the
+    dashboard; a second `up` on the same home or database is refused naming the first; a
+    deploy loses nothing: `rayvisor down` while tasks run hands them back (no attempt
+    spent, none cancelled) and stops everything, and the next `up` on the same home reuses
+    its key and finishes them. (One test: each `up` starts a whole tree and Serve app.)"""
+    config = tmp_path / "rayvisor.yaml"
+    pool = "{id: echo, agent: 'actors.builtin.echo:EchoAgent', size: 4}"
+    config.write_text(f"tree:\n  pools:\n    - {pool}\n")
     port = free_port()
-    env = _env(services, port)
+    env = _env(services, port, RAYVISOR_CONFIG=str(config))
+    # 12 tasks of 10 s on 4 agents: 30 s of work; `down` stops Serve first (up to ~20 s on
+    # a loaded machine), and must still find tasks running or waiting to hand back
+    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 10}}
     printed: list[str] = []
-    up, key = _start_up(env, printed)
+    up, key = start_up(env, printed)
     try:
         assert (services.home / "api_key").read_text().strip() == key
         _assert_dashboard_sign_in_works(printed)
+        _assert_a_second_up_is_refused(services, env, up, port, tmp_path)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             ready = http.get("/readyz")
             assert ready.status_code == 200, ready.text
             assert ready.json()["checks"]["tm:0"] == "ok"
-            agents = http.get("/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
-            assert agents.status_code == 200
-        down = _rayvisor(env, "down")
+            auth = {"Authorization": f"Bearer {key}"}
+            assert http.get("/api/v1/agents", headers=auth).status_code == 200
+            ids = []
+            for _ in range(12):
+                created = http.post("/api/v1/tasks", json=body, headers=auth)
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["id"])
+            wait_until(  # work is under way
+                lambda: _count(services.database_url, ids, "started_at IS NOT NULL") >= 3,
+                timeout_s=60,
+            )
+        down = rayvisor_cli(env, "down")
         assert down.returncode == 0, down.stderr
         assert "HTTP API" in down.stdout and "supervision tree" in down.stdout
-        assert up.wait(timeout=60) == 0
+        assert up.wait(timeout=120) == 0
         with pytest.raises(httpx.TransportError), httpx.Client(timeout=5) as http:
             http.get(f"http://127.0.0.1:{port}/healthz")
+        assert _owner_pid(services.database_url) is None  # released with the process
+        assert _count(services.database_url, ids, "status = 'completed'") < len(ids)
+
+        up, second_key = start_up(env)
+        assert second_key == key  # `up` reuses its admin key, and it is the only one
+        assert _live_up_keys(services.database_url) == [key.split("_")[1]]
+        wait_until(
+            lambda: _count(services.database_url, ids, "status = 'completed'") == len(ids),
+            timeout_s=240,
+            interval_s=0.5,
+        )
+        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 12
+        assert _count_results(services.database_url, ids) == {"completed": 12}
+        assert rayvisor_cli(env, "down").returncode == 0
+        assert up.wait(timeout=120) == 0
     finally:
-        if up.poll() is None:
+        if up.poll() is None:  # stop its Serve app and tree too: the next modules need Serve
+            rayvisor_cli(env, "down")
             up.kill()
         asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
 
@@ -117,44 +117,26 @@ def _assert_dashboard_sign_in_works(printed: list[str]) -> None:
         assert signed_in.status_code == 200, signed_in.text
 
 
-def test_a_second_up_on_the_same_home_or_database_is_refused_naming_the_first(
-    services, ray_session, tmp_path: Path
+def _assert_a_second_up_is_refused(
+    services, env: dict[str, str], up: subprocess.Popen[str], port: int, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = _env(services, port)
-    up, key = _start_up(env)
-    try:
-        # the same home (and database): refused by the home's lock
-        again = _rayvisor({**env, "RAYVISOR_HTTP_PORT": str(free_port())}, "up")
-        assert again.returncode != 0
-        said = " ".join(again.stderr.split())
-        assert f"home {services.home}" in said and f"pid {up.pid}" in said, said
-        assert f"http://127.0.0.1:{port}" in said and "dashboard" in said, said
-        assert "Ray " in said and "started " in said, said
-        assert "is ready" not in again.stdout
-        # another home, the same database: refused by the database's lock, named by its row
-        other = _env(services, free_port(), RAYVISOR_HOME=str(tmp_path / "other-home"))
-        elsewhere = _rayvisor(other, "up")
-        assert elsewhere.returncode != 0
-        said = " ".join(elsewhere.stderr.split())
-        assert "database" in said and f"pid {up.pid}" in said, said
-        assert f"http://127.0.0.1:{port}" in said, said
-
-        # nothing changed: the first serves, with its key, and still owns the database
-        assert (services.home / "api_key").read_text().strip() == key
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            assert http.get("/readyz").status_code == 200
-            agents = http.get("/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
-            assert agents.status_code == 200
-        assert _owner_pid(services.database_url) == up.pid
-
-        assert _rayvisor(env, "down").returncode == 0
-        assert up.wait(timeout=60) == 0
-        assert _owner_pid(services.database_url) is None  # released with the process
-    finally:
-        if up.poll() is None:
-            up.kill()
-        asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
+    """A second `up` on the same home (refused by the home's lock) or on another home with
+    the same database (refused by the database's lock, named by its row) changes nothing:
+    the first serves on and still owns the database."""
+    again = rayvisor_cli({**env, "RAYVISOR_HTTP_PORT": str(free_port())}, "up")
+    assert again.returncode != 0
+    said = " ".join(again.stderr.split())
+    assert f"home {services.home}" in said and f"pid {up.pid}" in said, said
+    assert f"http://127.0.0.1:{port}" in said and "dashboard" in said, said
+    assert "Ray " in said and "started " in said, said
+    assert "is ready" not in again.stdout
+    other = _env(services, free_port(), RAYVISOR_HOME=str(tmp_path / "other-home"))
+    elsewhere = rayvisor_cli(other, "up")
+    assert elsewhere.returncode != 0
+    said = " ".join(elsewhere.stderr.split())
+    assert "database" in said and f"pid {up.pid}" in said, said
+    assert f"http://127.0.0.1:{port}" in said, said
+    assert _owner_pid(services.database_url) == up.pid
 
 
 def test_up_on_a_taken_port_is_refused(services, ray_session, database_url, tmp_path) -> None:
@@ -168,7 +150,7 @@ def test_up_on_a_taken_port_is_refused(services, ray_session, database_url, tmp_
             RAYVISOR_HOME=str(tmp_path / "home"),
             RAYVISOR_DATABASE_URL=database_url,
         )
-        refused = _rayvisor(env, "up")
+        refused = rayvisor_cli(env, "up")
     assert refused.returncode != 0
     said = " ".join(refused.stderr.split())
     assert f"port {port}" in said and "taken" in said, said
@@ -184,55 +166,6 @@ def _owner_pid(database_url: str) -> int | None:
             await conn.close()
 
     return asyncio.run(read())
-
-
-def test_down_then_up_under_load_finishes_every_task_once(
-    services, ray_session, tmp_path: Path
-) -> None:
-    """A deploy loses nothing: `rayvisor down` while tasks run hands them back (no
-    attempt spent, none cancelled), and the next `up` on the same home finishes them."""
-    config = tmp_path / "rayvisor.yaml"
-    pool = "{id: echo, agent: 'actors.builtin.echo:EchoAgent', size: 4}"
-    config.write_text(f"tree:\n  pools:\n    - {pool}\n")
-    port = free_port()
-    env = _env(services, port, RAYVISOR_CONFIG=str(config))
-    # 12 tasks of 10 s on 4 agents: 30 s of work; `down` stops Serve first (up to ~20 s on
-    # a loaded machine), and must still find tasks running or waiting to hand back
-    body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 10}}
-    up, key = _start_up(env)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            auth = {"Authorization": f"Bearer {key}"}
-            ids = []
-            for _ in range(12):
-                created = http.post("/api/v1/tasks", json=body, headers=auth)
-                assert created.status_code == 201, created.text
-                ids.append(created.json()["id"])
-            wait_until(  # work is under way
-                lambda: _count(services.database_url, ids, "started_at IS NOT NULL") >= 3,
-                timeout_s=60,
-            )
-        assert _rayvisor(env, "down").returncode == 0
-        assert up.wait(timeout=120) == 0
-        assert _count(services.database_url, ids, "status = 'completed'") < len(ids)
-
-        up, second_key = _start_up(env)
-        assert second_key == key  # `up` reuses its admin key, and it is the only one
-        assert _live_up_keys(services.database_url) == [key.split("_")[1]]
-        wait_until(
-            lambda: _count(services.database_url, ids, "status = 'completed'") == len(ids),
-            timeout_s=240,
-            interval_s=0.5,
-        )
-        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 12
-        assert _count_results(services.database_url, ids) == {"completed": 12}
-        assert _rayvisor(env, "down").returncode == 0
-        assert up.wait(timeout=120) == 0
-    finally:
-        if up.poll() is None:  # stop its Serve app and tree too: the next modules need Serve
-            _rayvisor(env, "down")
-            up.kill()
-        asyncio.run(delete_stream(services.nats_url, "RAYVISOR"))
 
 
 def _live_up_keys(database_url: str) -> list[str]:

@@ -70,7 +70,9 @@ async def test_tools_each_and_with_bad_arguments(mcp_system: HttpSystem) -> None
         assert "path" in listed["read_file"].input_schema["properties"]
 
         agents = (await call(client, "list_agents", {"capability": "echo"}))["agents"]
-        assert {a["capabilities"][0] for a in agents} == {"echo"} and len(agents) == 2
+        # the session's database also holds the agents of other tests' systems
+        assert {a["capabilities"][0] for a in agents} == {"echo"}
+        assert {a["id"] for a in agents} >= {"echo-1", "echo-2"}
         assert "state" in await refused(client, "list_agents", {"state": "dreaming"})
         assert json.dumps(await call(client, "get_tree")).count("sup:") > 2
         assert "depth" in await refused(client, "get_tree", {"depth": 2})
