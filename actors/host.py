@@ -21,7 +21,7 @@ Its life, as the supervisor drives it:
    `-> stopping -> stopped`, connections closed.
 
 Guarantees:
-- Every state change is checked against `runtime.policies.AGENT_TRANSITIONS` here before it
+- Every state change is checked against `runtime.state_machines.AGENT_TRANSITIONS` here before it
   is written, and written with its `AgentStatusChanged` event in one transaction.
 - `run` never raises for a failure of the agent's work: it returns
   `{"status": "completed", "result": ...}`, `{"status": "failed", "error": {...}}` (the
@@ -80,8 +80,8 @@ from runtime.models.events import (
     Event,
 )
 from runtime.models.records import AgentRecord
-from runtime.policies import AGENT_TRANSITIONS, check_agent_transition
 from runtime.redact import redact
+from runtime.state_machines import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
 from runtime.store.pool import create_pool

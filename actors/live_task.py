@@ -11,7 +11,7 @@ from uuid import UUID
 from actors.registry import AgentEntry
 from runtime import telemetry
 from runtime.models.records import Task
-from runtime.policies import TaskStatus, check_task_transition
+from runtime.state_machines import TaskStatus, check_task_transition
 
 __all__ = ["LiveTask", "lease_batches", "submit_span", "trace_context_of"]
 

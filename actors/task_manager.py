@@ -59,7 +59,8 @@ from runtime.errors import LogicalError, StaleAttempt
 from runtime.models.api import TaskCreate
 from runtime.models.events import Event, TaskAssigned, TaskResult
 from runtime.models.records import Task
-from runtime.policies import TASK_TRANSITIONS, TaskStatus, retry_delay
+from runtime.policies import retry_delay
+from runtime.state_machines import TASK_TRANSITIONS, TaskStatus
 from runtime.store import tasks as task_store
 from runtime.store.group_commit import Fenced, GroupCommitter
 from runtime.store.pool import create_pool

@@ -1,4 +1,4 @@
-"""Pure policies: backoff, restart intensity, circuit breaker, rate limiter, state machines.
+"""Pure policies: backoff, restart intensity, circuit breaker, rate limiter.
 
 Nothing here does I/O, sleeps, reads a clock or knows Ray, asyncpg, NATS or pydantic. Every
 method whose answer depends on time takes `now` (seconds on a monotonic clock) from the
@@ -14,10 +14,6 @@ caller, as OTP's `add_restart/3` does, so supervisors, hosts and tests drive tim
   timeout, lets exactly one probe through while half-open, closes on a success and reopens
   on a failure with the timeout multiplied (capped). `poll` reports each half-opening once.
 - `TokenBucket` starts full, holds at most `burst` tokens and refills at `rate_per_s`.
-- `AGENT_TRANSITIONS` and `TASK_TRANSITIONS` list every allowed state change; anything else
-  raises `InvalidTransition`, and terminal task statuses allow nothing.
-  `InvalidTransition` is a `runtime.errors.Conflict` (the caller asked for it), the one
-  import from outside the standard library.
 - Invalid constructor arguments raise `ValueError` naming the argument.
 """
 
@@ -26,33 +22,20 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Generic, TypeVar
-
-from runtime.errors import Conflict
 
 __all__ = [
-    "AGENT_TRANSITIONS",
-    "TASK_TRANSITIONS",
-    "TERMINAL_TASK_STATUSES",
-    "AgentState",
     "Backoff",
     "CircuitBreaker",
     "CircuitState",
-    "InvalidTransition",
     "RestartIntensity",
-    "TaskStatus",
     "TokenBucket",
-    "Transitions",
-    "check_agent_transition",
-    "check_task_transition",
-    "fold_agent_events",
+    "require",
     "retry_delay",
 ]
 
 
-def _require(ok: bool, argument: str, reason: str) -> None:
+def require(ok: bool, argument: str, reason: str) -> None:
     """Raise the one `ValueError` shape every constructor uses: the argument, then why."""
     if not ok:
         raise ValueError(f"{argument}: {reason}")
@@ -88,10 +71,10 @@ class Backoff:
         reset_after_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
-        _require(min_s >= 0, "min_s", f"must be >= 0, got {min_s}")
-        _require(max_s >= min_s, "max_s", f"must be >= min_s ({min_s}), got {max_s}")
-        _require(0 <= jitter < 1, "jitter", f"must be in [0, 1), got {jitter}")
-        _require(reset_after_s >= 0, "reset_after_s", f"must be >= 0, got {reset_after_s}")
+        require(min_s >= 0, "min_s", f"must be >= 0, got {min_s}")
+        require(max_s >= min_s, "max_s", f"must be >= min_s ({min_s}), got {max_s}")
+        require(0 <= jitter < 1, "jitter", f"must be in [0, 1), got {jitter}")
+        require(reset_after_s >= 0, "reset_after_s", f"must be >= 0, got {reset_after_s}")
         self.min_s = min_s
         self.max_s = max_s
         self.jitter = jitter
@@ -133,9 +116,9 @@ def retry_delay(attempt: int, base_s: float, max_s: float) -> float:
     `attempt` is the attempt that failed (1 for the first): `base_s * 2**(attempt - 1)`,
     capped at `max_s`. No jitter, so the TaskManager can store and show the retry time.
     """
-    _require(attempt >= 1, "attempt", f"must be >= 1, got {attempt}")
-    _require(base_s >= 0, "base_s", f"must be >= 0, got {base_s}")
-    _require(max_s >= base_s, "max_s", f"must be >= base_s ({base_s}), got {max_s}")
+    require(attempt >= 1, "attempt", f"must be >= 1, got {attempt}")
+    require(base_s >= 0, "base_s", f"must be >= 0, got {base_s}")
+    require(max_s >= base_s, "max_s", f"must be >= base_s ({base_s}), got {max_s}")
     return _capped_exponential(base_s, attempt - 1, max_s)
 
 
@@ -150,8 +133,8 @@ class RestartIntensity:
     """
 
     def __init__(self, max_restarts: int, period_s: float) -> None:
-        _require(max_restarts >= 0, "max_restarts", f"must be >= 0, got {max_restarts}")
-        _require(period_s > 0, "period_s", f"must be > 0, got {period_s}")
+        require(max_restarts >= 0, "max_restarts", f"must be >= 0, got {max_restarts}")
+        require(period_s > 0, "period_s", f"must be > 0, got {period_s}")
         self.max_restarts = max_restarts
         self.period_s = period_s
         self._restarts: deque[float] = deque()
@@ -206,16 +189,16 @@ class CircuitBreaker:
         max_reset_timeout_s: float,
         multiplier: float = 2.0,
     ) -> None:
-        _require(
+        require(
             failure_threshold >= 1, "failure_threshold", f"must be >= 1, got {failure_threshold}"
         )
-        _require(reset_timeout_s >= 0, "reset_timeout_s", f"must be >= 0, got {reset_timeout_s}")
-        _require(
+        require(reset_timeout_s >= 0, "reset_timeout_s", f"must be >= 0, got {reset_timeout_s}")
+        require(
             max_reset_timeout_s >= reset_timeout_s,
             "max_reset_timeout_s",
             f"must be >= reset_timeout_s ({reset_timeout_s}), got {max_reset_timeout_s}",
         )
-        _require(multiplier >= 1, "multiplier", f"must be >= 1, got {multiplier}")
+        require(multiplier >= 1, "multiplier", f"must be >= 1, got {multiplier}")
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
         self.max_reset_timeout_s = max_reset_timeout_s
@@ -321,8 +304,8 @@ class TokenBucket:
     (a share of a limit) holds that many tokens; a request takes one."""
 
     def __init__(self, rate_per_s: float, burst: float) -> None:
-        _require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
-        _require(burst >= 1, "burst", f"must be >= 1, got {burst}")
+        require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
+        require(burst >= 1, "burst", f"must be >= 1, got {burst}")
         self.rate_per_s = rate_per_s
         self.burst = burst
         self._tokens = float(burst)
@@ -346,8 +329,8 @@ class TokenBucket:
 
     def resize(self, now: float, rate_per_s: float, burst: float) -> None:
         """Change the limit, keeping the tokens held (at most the new `burst`)."""
-        _require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
-        _require(burst >= 1, "burst", f"must be >= 1, got {burst}")
+        require(rate_per_s > 0, "rate_per_s", f"must be > 0, got {rate_per_s}")
+        require(burst >= 1, "burst", f"must be >= 1, got {burst}")
         self._refill(now)
         self.rate_per_s, self.burst = rate_per_s, burst
         self._tokens = min(float(burst), self._tokens)
@@ -370,165 +353,4 @@ class TokenBucket:
             self._updated_at = now
 
     def _check_tokens(self, tokens: float) -> None:
-        _require(0 < tokens <= self.burst, "tokens", f"must be in (0, {self.burst}], got {tokens}")
-
-
-# --- state machines --------------------------------------------------------------------------
-
-
-class AgentState(StrEnum):
-    """An agent's lifecycle state, validated by `AGENT_TRANSITIONS` (seed MS-1)."""
-
-    CREATED = "created"
-    STARTING = "starting"
-    RUNNING = "running"
-    BUSY = "busy"
-    IDLE = "idle"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
-    FAILED = "failed"
-
-
-class TaskStatus(StrEnum):
-    """A task's status, validated by `TASK_TRANSITIONS`."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    ASSIGNED = "assigned"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-
-    @property
-    def is_terminal(self) -> bool:
-        """A task in a terminal status never changes again."""
-        return self in TERMINAL_TASK_STATUSES
-
-
-TERMINAL_TASK_STATUSES: frozenset[TaskStatus] = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMED_OUT}
-)
-"""The statuses a task never leaves."""
-
-
-class InvalidTransition(Conflict):
-    """A state change the machine does not allow: the caller asked for it, not the system."""
-
-    def __init__(self, machine: str, from_state: str, to_state: str) -> None:
-        super().__init__(f"{machine} cannot go from {str(from_state)!r} to {str(to_state)!r}")
-        self.machine = machine
-        self.from_state = from_state
-        self.to_state = to_state
-
-    def __reduce__(self) -> tuple[type[InvalidTransition], tuple[str, str, str]]:
-        return (type(self), (self.machine, self.from_state, self.to_state))
-
-
-_S = TypeVar("_S", bound=StrEnum)
-
-
-class Transitions(Generic[_S]):
-    """The allowed changes of one state machine: state -> the states it may move to.
-
-    The table is closed (every target is also a key) and a state never moves to itself.
-    """
-
-    def __init__(self, machine: str, table: Mapping[_S, Iterable[_S]]) -> None:
-        self.machine = machine
-        self._table: dict[_S, frozenset[_S]] = {src: frozenset(dst) for src, dst in table.items()}
-        for src, targets in self._table.items():
-            unknown = sorted(str(t) for t in targets if t not in self._table)
-            _require(not unknown, "table", f"{src!s} leads to unknown states {unknown}")
-            _require(src not in targets, "table", f"{src!s} may not lead to itself")
-
-    @classmethod
-    def from_names(
-        cls, machine: str, states: type[_S], table: Mapping[str, str]
-    ) -> Transitions[_S]:
-        """Build from `{"state": "target target ..."}`; every state must have a row."""
-        missing = sorted(set(states) - {states(name) for name in table})
-        _require(not missing, "table", f"no row for {[str(m) for m in missing]}")
-        return cls(
-            machine, {states(src): [states(t) for t in dst.split()] for src, dst in table.items()}
-        )
-
-    def allowed(self, state: _S) -> frozenset[_S]:
-        """The states `state` may move to (empty for a terminal or unknown state)."""
-        return self._table.get(state, frozenset())
-
-    def can(self, from_state: _S, to_state: _S) -> bool:
-        return to_state in self.allowed(from_state)
-
-    def check(self, from_state: _S, to_state: _S) -> _S:
-        """Return `to_state` if the change is allowed, else raise `InvalidTransition`."""
-        if not self.can(from_state, to_state):
-            raise InvalidTransition(self.machine, from_state, to_state)
-        return to_state
-
-    def fold(self, start: _S, states: Iterable[_S]) -> _S:
-        """The state reached from `start` through `states`, validating every step."""
-        current = start
-        for state in states:
-            current = self.check(current, state)
-        return current
-
-
-AGENT_TRANSITIONS: Transitions[AgentState] = Transitions.from_names(
-    "agent",
-    AgentState,
-    {
-        "created": "starting",
-        "starting": "running error failed stopping",
-        "running": "idle busy stopping error failed",
-        "idle": "busy stopping error failed",
-        "busy": "idle stopping error failed",
-        "error": "starting running idle stopping failed stopped",
-        "stopping": "stopped failed",
-        "stopped": "starting",
-        "failed": "starting",
-    },
-)
-"""Agent lifecycle (seed MS-1); `stopped` and `failed` lead back to `starting` on a restart."""
-
-TASK_TRANSITIONS: Transitions[TaskStatus] = Transitions.from_names(
-    "task",
-    TaskStatus,
-    {
-        "pending": "queued failed cancelled",
-        "queued": "assigned cancelled failed timed_out",
-        "assigned": "running queued cancelled failed completed timed_out",
-        "running": "completed failed queued cancelled timed_out",
-        "completed": "",
-        "failed": "",
-        "cancelled": "",
-        "timed_out": "",
-    },
-)
-"""Task lifecycle; back to `queued` is a retry or a lost lease; terminal statuses allow nothing."""
-
-
-def check_agent_transition(from_state: AgentState, to_state: AgentState) -> AgentState:
-    """`to_state` as an `AgentState` if an agent may move there from `from_state`, else raise.
-
-    Plain strings (as read from PostgreSQL) are accepted; an unknown value raises `ValueError`.
-    """
-    return AGENT_TRANSITIONS.check(AgentState(from_state), AgentState(to_state))
-
-
-def check_task_transition(from_state: TaskStatus, to_state: TaskStatus) -> TaskStatus:
-    """`to_state` as a `TaskStatus` if a task may move there from `from_state`, else raise."""
-    return TASK_TRANSITIONS.check(TaskStatus(from_state), TaskStatus(to_state))
-
-
-def fold_agent_events(states: Iterable[AgentState]) -> AgentState:
-    """An agent's current state: its events folded from `created`, every step validated.
-
-    A leading `created` (the record of the agent's creation) is accepted and skipped.
-    """
-    events = [AgentState(state) for state in states]
-    if events and events[0] == AgentState.CREATED:
-        events = events[1:]
-    return AGENT_TRANSITIONS.fold(AgentState.CREATED, events)
+        require(0 < tokens <= self.burst, "tokens", f"must be in (0, {self.burst}], got {tokens}")

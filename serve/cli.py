@@ -42,9 +42,9 @@ from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
 from runtime.models.enums import AgentState, Scope
 from runtime.ownership import AlreadyRunning, Ownership
-from runtime.policies import TaskStatus
 from runtime.raycluster import auth_token_source, init_ray
 from runtime.services import ensure_services
+from runtime.state_machines import TaskStatus
 from runtime.store import api_keys
 from serve.cli_batch import submit_file
 from supervisors.tree import (

@@ -45,29 +45,28 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
 
-from runtime import metrics, telemetry
+from runtime import metrics
 from runtime.config import load_settings
-from runtime.errors import Conflict
 from runtime.models.enums import SupervisorEventKind as Kind
 from runtime.models.events import SupervisorDecision
 from runtime.models.records import AgentTemplate
 from runtime.policies import Backoff, CircuitBreaker, CircuitState, RestartIntensity
 from runtime.preload import PRELOAD_ENV
-from runtime.redact import redact, redact_value
 from runtime.store import agents as agent_store
 from runtime.store import supervision
 from runtime.store.pool import create_pool
 from supervisors.child import CONCURRENCY_GROUPS, Supervised
+from supervisors.child_state import Child, ChildState
+from supervisors.detection import FailureDetection
+from supervisors.dynamic import DynamicChildren
 from supervisors.events import retry_until, write_in_order
-from supervisors.link import ProcessGone, kill, link
-from supervisors.spec import ChildKind, ChildSpec, OnIntensity, Restart, Strategy, SupervisorSpec
+from supervisors.link import kill
+from supervisors.reporting import Reporting
+from supervisors.spec import ChildSpec, OnIntensity, Restart, Strategy, SupervisorSpec
 from supervisors.strategies import restart_targets
 from supervisors.warm import WarmSpares
 
@@ -82,44 +81,6 @@ _DOWN = ("stopping", "stopped", "failed")  # supervisor states that handle no fa
 # agent hosts run with their modules preloaded as their worker starts (runtime.preload), so
 # a warm worker prestarted with this env has them loaded when a restart takes it
 _AGENT_RUNTIME_ENV = {"env_vars": {PRELOAD_ENV: "actors.host:build_models,runtime.bus:import_nats"}}
-
-
-class ChildState(StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    RESTARTING = "restarting"
-    CIRCUIT_OPEN = "circuit_open"
-
-
-@dataclass
-class _Child:
-    spec: ChildSpec
-    backoff: Backoff
-    breaker: CircuitBreaker
-    state: ChildState = ChildState.STOPPED
-    handle: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
-    generation: int = 0  # bumped whenever the current actor is retired: stale news is ignored
-    restarts: int = 0
-    started_at: float = 0.0
-    kill_reason: str | None = None
-    probing: bool = False
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    # held by whoever starts, stops or decides about this child: one thing at a time
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def retire(self) -> Any:
-        """Forget the current actor (its watcher and pings go quiet); returns its handle."""
-        self.generation += 1
-        current = asyncio.current_task()
-        for task in self.tasks:
-            if task is not current:  # the watcher retiring its own child runs on
-                task.cancel()
-        self.tasks.clear()
-        handle, self.handle = self.handle, None
-        return handle
 
 
 _remote_classes: dict[type, Any] = {}
@@ -159,7 +120,7 @@ class StartTimeout(Exception):
     """A child's start took longer than its `start_timeout_s`; the actor was killed."""
 
 
-class Supervisor(WarmSpares, Supervised):
+class Supervisor(FailureDetection, DynamicChildren, Reporting, WarmSpares, Supervised):
     """Starts, watches and restarts its children; see the module docstring."""
 
     def __init__(
@@ -167,7 +128,7 @@ class Supervisor(WarmSpares, Supervised):
     ) -> None:
         super().__init__()
         self.spec = SupervisorSpec.model_validate(spec)
-        self.children: list[_Child] = []
+        self.children: list[Child] = []
         self.intensity = RestartIntensity(self.spec.max_restarts, self.spec.period_s)
         self.state = "created"
         self.restarts = 0
@@ -241,7 +202,7 @@ class Supervisor(WarmSpares, Supervised):
         except Exception:
             _log.warning("%s: could not record its template", self.spec.id, exc_info=True)
 
-    async def _first_start(self, child: _Child) -> None:
+    async def _first_start(self, child: Child) -> None:
         if self.state in _DOWN:
             return
         async with child.lock:  # a failed sibling's group restart may have started it
@@ -284,9 +245,9 @@ class Supervisor(WarmSpares, Supervised):
         assert self.spec.template is not None
         return self.spec.template.with_id(self.spec.pool_child_id(n))
 
-    def _new_child(self, spec: ChildSpec) -> _Child:
+    def _new_child(self, spec: ChildSpec) -> Child:
         b, c = self.spec.backoff, self.spec.breaker
-        return _Child(
+        return Child(
             spec=spec,
             backoff=Backoff(b.min_s, b.max_s, b.jitter, b.reset_after_s),
             breaker=CircuitBreaker(c.failure_threshold, c.reset_timeout_s, c.max_reset_timeout_s),
@@ -330,7 +291,7 @@ class Supervisor(WarmSpares, Supervised):
                 self._warm_taken()
                 return handle
 
-    async def _start(self, child: _Child) -> None:
+    async def _start(self, child: Child) -> None:
         """Start (or promote a spare for) one child and link to it; the caller holds the
         child's lock. A start past `start_timeout_s` is killed and raises `StartTimeout`."""
         child.retire()
@@ -370,7 +331,7 @@ class Supervisor(WarmSpares, Supervised):
         if self.spec.standby and len(self._spares) < self.spec.standby:
             self._spawn(self._fill_standby())  # after the promotion, not competing with it
 
-    async def _start_or_handle_failure(self, child: _Child) -> bool:
+    async def _start_or_handle_failure(self, child: Child) -> bool:
         try:
             await self._start(child)
             return True
@@ -379,7 +340,7 @@ class Supervisor(WarmSpares, Supervised):
             await self._child_exited(child, f"start failed: {exc!r}"[:500], abnormal=True)
             return False
 
-    async def _stop(self, child: _Child, reason: str) -> None:
+    async def _stop(self, child: Child, reason: str) -> None:
         """Graceful stop within `shutdown_s`, then kill."""
         if child.handle is None:
             child.state = ChildState.STOPPED
@@ -408,77 +369,9 @@ class Supervisor(WarmSpares, Supervised):
         self.state = "stopped"
         self._emit(Kind.SUPERVISOR_STOPPED, None, reason)
 
-    # ---- failure detection ---------------------------------------------------------
-
-    async def _watch(self, child: _Child, generation: int, monitor: Any) -> None:
-        """The link: returns when the child ends itself, raises when its process dies."""
-        try:
-            exit_info = await link(monitor, child.info)
-            reason = exit_info.get("reason", "normal")
-            abnormal = reason == "fatal"
-            if exit_info.get("detail"):
-                reason = f"{reason}: {exit_info['detail']}"
-        except (RayError, ProcessGone) as exc:
-            reason = child.kill_reason or f"died: {type(exc).__name__}"
-            abnormal = True
-        await self._on_exit(child, generation, reason, abnormal)
-
-    async def _on_exit(self, child: _Child, generation: int, reason: str, abnormal: bool) -> None:
-        """The one door for a running child's end (from its watcher or its heartbeat);
-        the first report of a generation wins, later ones are stale."""
-        if child.generation != generation:
-            return
-        async with child.lock:
-            if child.generation != generation:
-                return
-            kill(child.retire())
-            await self._child_exited(child, reason, abnormal)
-
-    async def _heartbeat(self, child: _Child, generation: int) -> None:
-        """Ping on the child's control loop; `misses` misses in a row mean hung."""
-        hb = self.spec.heartbeat
-        # a healthy loop ticks every 50 ms; half an interval without a tick is a stall,
-        # which keeps detection within (misses + 1) * interval
-        stall_s = max(0.1, hb.interval_s / 2)
-        misses = 0
-        while child.generation == generation:
-            began = time.monotonic()
-            try:
-                lag = await asyncio.wait_for(child.handle.rv_ping.remote(), hb.timeout_s)
-                healthy = lag <= stall_s
-            except (TimeoutError, RayError):
-                healthy = False
-            if child.generation != generation:
-                return
-            if healthy:
-                misses = 0
-                self._record_healthy(child)
-            else:
-                misses += 1
-                if misses >= hb.misses:
-                    child.kill_reason = f"hung: {misses} heartbeats missed"
-                    kill(child.handle)
-                    # handled here, not left to Ray's report of the death, which may lag
-                    await self._on_exit(child, generation, child.kill_reason, True)
-                    return
-            await asyncio.sleep(max(0.0, hb.interval_s - (time.monotonic() - began)))
-
-    def _record_healthy(self, child: _Child) -> None:
-        if self.state == "running":
-            self._top_up_warm()
-        now = time.monotonic()
-        if child.probing:
-            child.probing = False
-            child.breaker.record_success(now)
-            self._emit(Kind.CIRCUIT_CLOSED, child, "probe healthy")
-        elif child.breaker.consecutive_failures and (
-            now - child.started_at >= self.spec.backoff.reset_after_s
-        ):
-            child.breaker.record_success(now)
-
     # ---- deciding what a failure means ---------------------------------------------
 
-    async def _child_exited(self, child: _Child, reason: str, abnormal: bool) -> None:
+    async def _child_exited(self, child: Child, reason: str, abnormal: bool) -> None:
         """Decide about a child that ended; the caller holds its lock. Never waits on
         anything but the store (for a forgotten pool member): every restart is scheduled."""
         child.state = ChildState.STOPPED
@@ -491,7 +384,7 @@ class Supervisor(WarmSpares, Supervised):
             ):
                 self._agent_down(child.spec.id)
 
-    async def _decide(self, child: _Child, reason: str, abnormal: bool) -> None:
+    async def _decide(self, child: Child, reason: str, abnormal: bool) -> None:
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (restart is Restart.TRANSIENT and not abnormal):
             await self._forget(child)
@@ -527,11 +420,11 @@ class Supervisor(WarmSpares, Supervised):
         self._spawn(self._restart_after(delay, child, child.generation, targets))
 
     @contextlib.asynccontextmanager
-    async def _locked(self, children: list[_Child]) -> AsyncIterator[None]:
+    async def _locked(self, children: list[Child]) -> AsyncIterator[None]:
         """Hold the locks of `children`, taken in start order (so two group restarts never
         wait on each other crosswise)."""
 
-        def order(c: _Child) -> int:
+        def order(c: Child) -> int:
             return self.children.index(c) if c in self.children else len(self.children)
 
         async with contextlib.AsyncExitStack() as stack:
@@ -540,7 +433,7 @@ class Supervisor(WarmSpares, Supervised):
             yield
 
     async def _restart_after(
-        self, delay: float, failed: _Child, generation: int, targets: list[_Child]
+        self, delay: float, failed: Child, generation: int, targets: list[Child]
     ) -> None:
         """Restart `failed` (and its group) after its backoff, unless someone else (a group
         restart, terminate_child, a stop) has dealt with it meanwhile."""
@@ -554,7 +447,7 @@ class Supervisor(WarmSpares, Supervised):
                 if failed.generation == generation and failed in self.children:
                     await self._child_exited(failed, "restart failed", abnormal=True)
 
-    async def _restart(self, failed: _Child, generation: int, targets: list[_Child]) -> None:
+    async def _restart(self, failed: Child, generation: int, targets: list[Child]) -> None:
         async with self._locked(targets):
             if self.state in _DOWN or failed not in self.children:
                 return
@@ -576,13 +469,13 @@ class Supervisor(WarmSpares, Supervised):
                     self.restarts += 1
                     self._emit(Kind.RESTARTED, child, detail=child.info)
 
-    def _open_circuit(self, child: _Child, reason: str) -> None:
+    def _open_circuit(self, child: Child, reason: str) -> None:
         child.state = ChildState.CIRCUIT_OPEN
         retry_in = max(0.0, (child.breaker.retry_at or 0.0) - time.monotonic())
         self._emit(Kind.CIRCUIT_OPENED, child, reason, {"retry_in_s": round(retry_in, 3)})
         self._spawn(self._half_open_later(child, child.generation, retry_in))
 
-    async def _half_open_later(self, child: _Child, generation: int, delay: float) -> None:
+    async def _half_open_later(self, child: Child, generation: int, delay: float) -> None:
         await asyncio.sleep(delay)
         # a timer may fire a hair early; never leave a circuit open with nothing scheduled
         while child.breaker.state_at(time.monotonic()) is CircuitState.OPEN:
@@ -603,7 +496,7 @@ class Supervisor(WarmSpares, Supervised):
                 self.restarts += 1
                 self._emit(Kind.RESTARTED, child, "probe", child.info)
 
-    async def _escalate(self, child: _Child, reason: str) -> None:
+    async def _escalate(self, child: Child, reason: str) -> None:
         self.state = "failed"
         self._emit(Kind.ESCALATED, child, f"restart intensity exceeded: {reason}")
         await self._stop_all(reason="escalated")
@@ -613,7 +506,7 @@ class Supervisor(WarmSpares, Supervised):
         else:  # the root has no parent: fail the process and let Ray restart it
             os._exit(1)
 
-    async def _forget(self, child: _Child) -> None:
+    async def _forget(self, child: Child) -> None:
         """A child that will not come back: leave the pool (and its persisted row)."""
         if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE and child in self.children:
             self.children.remove(child)
@@ -621,206 +514,6 @@ class Supervisor(WarmSpares, Supervised):
                 await supervision.remove_child(self._pool, self.spec.id, child.spec.id)
             except Exception as exc:  # it is gone here; a restarted supervisor may revive it
                 _log.warning("%s: could not forget %s: %r", self.spec.id, child.spec.id, exc)
-
-    # ---- telling the task managers -----------------------------------------------------
-
-    def _agent_down(self, agent_id: str) -> None:
-        """Every task manager shard hears at once that the agent is gone (its leases are
-        re-queued, no new work goes to it); fire-and-forget, off the restart path."""
-        self._spawn(self._tell_task_managers(agent_id))
-
-    async def _tell_task_managers(self, agent_id: str) -> None:
-        handles = await asyncio.to_thread(self._task_managers)
-        calls = [handle.agent_down.remote(agent_id) for handle in handles]
-        for outcome in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(outcome, Exception) and not isinstance(outcome, RayError):
-                _log.info("%s: agent_down(%s) failed: %r", self.spec.id, agent_id, outcome)
-
-    def _task_managers(self) -> list[Any]:
-        found = []
-        for shard in range(self._tm_shards):
-            with contextlib.suppress(ValueError, RayError):
-                found.append(ray.get_actor(f"tm:{shard}", namespace=self.namespace))
-        return found
-
-    # ---- the dynamic pool (simple_one_for_one) ----------------------------------------
-
-    async def start_child(self) -> str:
-        """Add one member to the pool; it is persisted, so it survives a restart of this."""
-        if self.spec.strategy is not Strategy.SIMPLE_ONE_FOR_ONE:
-            raise ValueError(f"{self.spec.id} is {self.spec.strategy}, not simple_one_for_one")
-        async with self._lock:  # one id per member, even with calls in flight together
-            taken = {c.spec.id for c in self.children}
-            n = 1
-            while self.spec.pool_child_id(n) in taken:
-                n += 1
-            child = await self._keep(self.spec.id, self._pool_spec(n))
-        await self._first_start(child)
-        return child.spec.id
-
-    @property
-    def _added_key(self) -> str:
-        """Where children added at run time are kept: per namespace (pools' members are
-        kept under the pool's id)."""
-        return f"{self.namespace}/{self.spec.id}"
-
-    async def add_child(self, spec: dict[str, Any]) -> str:
-        """Add a child to a one_for_one supervisor (a pool made at run time); it is
-        persisted, so a restart of this supervisor starts it again. Its id, once started."""
-        if self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            raise ValueError(f"{self.spec.id} is a pool: use start_child")
-        child_spec = ChildSpec.model_validate(spec)
-        async with self._lock:
-            if self._find(child_spec.id) is not None:
-                raise Conflict(f"{self.spec.id} already has a child {child_spec.id!r}")
-            child = await self._keep(self._added_key, child_spec)
-        await self._first_start(child)
-        return child_spec.id
-
-    async def _keep(self, key: str, spec: ChildSpec) -> _Child:
-        """Persist a child added at run time (under `key`) and add it; the caller holds
-        the lock and starts it."""
-        await supervision.save_child(self._pool, key, spec.id, spec.model_dump(mode="json"))
-        child = self._new_child(spec)
-        self.children.append(child)
-        return child
-
-    async def terminate_child(self, child_id: str) -> bool:
-        child = self._find(child_id)
-        if child is None:
-            return False
-        async with child.lock:  # after a start or a decision in flight, never during one
-            if child not in self.children:
-                return False
-            self.children.remove(child)  # first: no scheduled restart or probe revives it
-            await self._stop(child, "terminated")
-            pool_member = self.spec.strategy is Strategy.SIMPLE_ONE_FOR_ONE
-            key = self.spec.id if pool_member else self._added_key
-            await supervision.remove_child(self._pool, key, child_id)  # if it was kept
-            self._emit(Kind.CHILD_EXITED, child, "terminated", {"abnormal": False})
-            return True
-
-    async def resize(self, size: int) -> list[str]:
-        """Grow or shrink the pool to `size` members (newest removed first)."""
-        if size < 0:
-            raise ValueError("size must be >= 0")
-        while len(self.children) < size:
-            await self.start_child()
-        while len(self.children) > size:
-            await self.terminate_child(self.children[-1].spec.id)
-        return [c.spec.id for c in self.children]
-
-    def _find(self, child_id: str) -> _Child | None:
-        return next((c for c in self.children if c.spec.id == child_id), None)
-
-    # ---- inspection -------------------------------------------------------------------
-
-    async def child_handle(self, child_id: str) -> Any:
-        child = self._find(child_id)
-        return child.handle if child else None
-
-    async def which_children(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        return [
-            {
-                "id": c.spec.id,
-                "kind": c.spec.kind.value,
-                "state": c.state.value,
-                "restarts": c.restarts,
-                "breaker": c.breaker.state_at(now).value,
-                "actor_name": c.spec.actor_name,
-                **c.info,
-            }
-            for c in self.children
-        ]
-
-    async def snapshot(self) -> dict[str, Any]:
-        """This subtree: for each node its id, kind, state, restarts, breaker and placement."""
-        context = ray.get_runtime_context()
-        node: dict[str, Any] = {
-            "id": self.spec.id,
-            "kind": "supervisor",
-            "strategy": self.spec.strategy.value,
-            "state": self.state,
-            "restarts": self.restarts,
-            "actor_name": f"sup:{self.spec.id}",
-            "pid": os.getpid(),
-            "node_id": context.get_node_id(),
-            "actor_id": context.get_actor_id(),
-            "standby": len(self._spares),
-            "children": [],
-        }
-        children = list(self.children)  # the pool may change while subtrees answer
-        for entry, child in zip(await self.which_children(), children, strict=True):
-            if child.spec.kind is ChildKind.SUPERVISOR and child.handle is not None:
-                with contextlib.suppress(RayError, TimeoutError):
-                    sub = await asyncio.wait_for(child.handle.snapshot.remote(), 5)
-                    entry = {**sub, **{k: entry[k] for k in ("restarts", "breaker", "actor_name")}}
-            node["children"].append(entry)
-        return node
-
-    def _report_metrics(self) -> None:
-        """Breakers and agents by state, set again each `metrics.reporter` round."""
-        now = time.monotonic()
-        for c in self.children:
-            is_open = c.breaker.state_at(now) is not CircuitState.CLOSED
-            metrics.breaker_open(self.spec.id, c.spec.id, is_open)
-        agents = [c.state.value for c in self.children if c.spec.agent]
-        metrics.agents_by_state(self.spec.id, agents)
-
-    async def statistics(self) -> dict[str, Any]:
-        states: dict[str, int] = {}
-        for c in self.children:
-            states[c.state.value] = states.get(c.state.value, 0) + 1
-        return {"children": len(self.children), "states": states, "restarts": self.restarts}
-
-    # ---- events ------------------------------------------------------------------------
-
-    def _emit(
-        self,
-        kind: Kind,
-        child: _Child | None,
-        reason: str = "",
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        reason = redact(reason)  # it quotes exceptions: no URL's password in an event
-        event = SupervisorDecision(
-            supervisor_id=self.spec.id,
-            child_id=child.spec.id if child else None,
-            event=kind,
-            reason=reason,
-            detail=redact_value(detail or {}),
-        )
-        _log.info("%s %s %s %s", self.spec.id, kind.value, event.child_id or "", reason)
-        telemetry.event(f"supervisor.{kind.value}", {"supervisor.id": self.spec.id,
-                        "child.id": event.child_id, "reason": reason[:500]})  # fmt: skip
-        self._events.put_nowait(event)
-        if child is not None:
-            if kind is Kind.RESTARTED:
-                metrics.child_restarted(self.spec.id, child.spec.id)
-            elif kind in (Kind.CIRCUIT_OPENED, Kind.CIRCUIT_CLOSED):
-                metrics.breaker_open(self.spec.id, child.spec.id, kind is Kind.CIRCUIT_OPENED)
-
-    async def _record(self, event: SupervisorDecision) -> None:
-        """The decision's row and event; a restart also counts on the agent's own row (a
-        child that is no agent has none: nothing to count)."""
-        assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            await supervision.record_event(
-                conn,
-                event.supervisor_id,
-                event.event,
-                child_id=event.child_id,
-                reason=event.reason,
-                detail=event.detail,
-                events=[event],
-            )
-            if event.event == Kind.RESTARTED and event.child_id:
-                await agent_store.increment_restarts(conn, event.child_id)
-
-    async def _drain_events(self, timeout_s: float = 5) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._events.join(), timeout_s)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

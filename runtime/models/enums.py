@@ -1,7 +1,7 @@
 """The closed sets of values in records and events; each matches a CHECK in the schema.
 
 `AgentState`, `TaskStatus` and `TERMINAL_TASK_STATUSES` belong to the state machines in
-`runtime.policies` and are re-exported here, so models and their users import every enum
+`runtime.state_machines` and are re-exported here, so models and their users import every enum
 from one place.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from runtime.policies import TERMINAL_TASK_STATUSES, AgentState, TaskStatus
+from runtime.state_machines import TERMINAL_TASK_STATUSES, AgentState, TaskStatus
 
 __all__ = [
     "TERMINAL_TASK_STATUSES",

@@ -2,7 +2,7 @@
 
 Guarantees:
 - An agent's state changes only through `record_transition`, which checks the change
-  against `runtime.policies.AGENT_TRANSITIONS` and the row's current state, then writes the
+  against `runtime.state_machines.AGENT_TRANSITIONS` and the row's current state, then writes the
   `agent_events` row, the new `agents.state` and the events to the outbox in one
   transaction. A refused transition raises and writes nothing.
 - `upsert_agent` never touches what the agent accumulated (state, saved state, restart
@@ -20,7 +20,7 @@ from runtime.errors import Conflict, NotFound
 from runtime.models.enums import AgentState
 from runtime.models.events import Event
 from runtime.models.records import AgentEvent, AgentRecord, AgentSpecialization, AgentTemplate
-from runtime.policies import check_agent_transition
+from runtime.state_machines import check_agent_transition
 from runtime.store import outbox
 from runtime.store._tx import Conn, atomic
 

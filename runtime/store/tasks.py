@@ -12,7 +12,7 @@ Guarantees:
   naming the field, and nothing of its batch is written.
 - Listings page by the keyset `(created_at, id)`, oldest first: every row once, in order.
 
-The state machine itself (`runtime.policies.TASK_TRANSITIONS`) is the TaskManager's to
+The state machine itself (`runtime.state_machines.TASK_TRANSITIONS`) is the TaskManager's to
 apply; this module stores whatever it is told.
 """
 

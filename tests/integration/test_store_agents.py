@@ -11,7 +11,7 @@ from runtime.errors import Conflict, NotFound
 from runtime.models.enums import AgentState
 from runtime.models.events import AgentStatusChanged
 from runtime.models.records import AgentRecord, AgentTemplate
-from runtime.policies import InvalidTransition, fold_agent_events
+from runtime.state_machines import InvalidTransition, fold_agent_events
 from runtime.store import agents
 
 pytestmark = pytest.mark.integration

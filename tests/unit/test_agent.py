@@ -19,7 +19,7 @@ from actors.builtin.echo import CounterAgent, EchoAgent
 from actors.host import CRASH_REASON, import_agent_class, startup_path
 from runtime.errors import ConfigError, FatalError, LogicalError, TransientError
 from runtime.models.enums import AgentState
-from runtime.policies import AGENT_TRANSITIONS
+from runtime.state_machines import AGENT_TRANSITIONS
 
 
 class Minimal(Agent):

@@ -8,49 +8,34 @@ import random
 
 import pytest
 
-from runtime import policies
+from runtime import policies, state_machines
 from runtime.errors import Conflict, RayvisorError
 from runtime.policies import (
+    Backoff,
+    CircuitBreaker,
+    CircuitState,
+    RestartIntensity,
+    TokenBucket,
+    retry_delay,
+)
+from runtime.state_machines import (
     AGENT_TRANSITIONS,
     TASK_TRANSITIONS,
     TERMINAL_TASK_STATUSES,
     AgentState,
-    Backoff,
-    CircuitBreaker,
-    CircuitState,
     InvalidTransition,
-    RestartIntensity,
     TaskStatus,
-    TokenBucket,
     Transitions,
     check_agent_transition,
     check_task_transition,
     fold_agent_events,
-    retry_delay,
 )
 
 
-def test_exports() -> None:
-    assert set(policies.__all__) == {
-        "AGENT_TRANSITIONS",
-        "TASK_TRANSITIONS",
-        "TERMINAL_TASK_STATUSES",
-        "AgentState",
-        "Backoff",
-        "CircuitBreaker",
-        "CircuitState",
-        "InvalidTransition",
-        "RestartIntensity",
-        "TaskStatus",
-        "TokenBucket",
-        "Transitions",
-        "check_agent_transition",
-        "check_task_transition",
-        "fold_agent_events",
-        "retry_delay",
-    }
-    for name in policies.__all__:
-        assert hasattr(policies, name), name
+def test_every_exported_name_exists() -> None:
+    for module in (policies, state_machines):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
 
 
 # --- backoff ---------------------------------------------------------------------------------
