@@ -21,14 +21,15 @@ Its life, as the supervisor drives it:
    `-> stopping -> stopped`, connections closed.
 
 Guarantees:
-- Every state change is checked against `runtime.state_machines.AGENT_TRANSITIONS` here before it
-  is written, and written with its `AgentStatusChanged` event in one transaction.
+- Every state change is checked against `runtime.state_machines.AGENT_TRANSITIONS` before
+  it is written, and written with its `AgentStatusChanged` event in one transaction
+  (`actors.agent_state`).
 - `run` never raises for a failure of the agent's work: it returns
   `{"status": "completed", "result": ...}`, `{"status": "failed", "error": {...}}` (the
   `TaskError.to_dict()` shape), `{"status": "cancelled"}` (only when a cancel asked) or
   `{"status": "interrupted"}` (not run, or stopped by this host: no attempt spent). A
   result that is not plain JSON, or larger than `max_result_bytes` as JSON, is a logical
-  failure of that task (the agent goes on).
+  failure of that task (the agent goes on; `actors.outcomes`).
 - A task belongs to the host, not to the call that brought it (`actors.work.Ledger`): it
   runs to its end if the caller dies, and its outcome is kept for `adopt`.
 - A failure fails that attempt only and the agent keeps serving; `FATAL_IN_A_ROW` fatal
@@ -41,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import os
 import re
@@ -53,9 +53,11 @@ import asyncpg
 import ray
 
 from actors.agent import Agent, AgentContext, _uuid_or_none
+from actors.agent_state import AgentStateRecords, Lifecycle, startup_path
 from actors.discovery_feed import DiscoveryFeed
 from actors.host_wiring import HostWiring
 from actors.messaging import Mailbox
+from actors.outcomes import failed, handler_outcome
 from actors.work import INTERRUPTED, STARTED, Job, Ledger, notify, stream_reports
 from runtime import logs, telemetry
 from runtime.bus import Bus, import_nats
@@ -67,10 +69,9 @@ from runtime.errors import (
     ConfigError,
     Conflict,
     LogicalError,
-    TaskError,
     classify,
 )
-from runtime.models.common import AGENT_ID_PATTERN, nul_at
+from runtime.models.common import AGENT_ID_PATTERN
 from runtime.models.enums import AgentState
 from runtime.models.events import (
     AgentAnnounced,
@@ -80,8 +81,6 @@ from runtime.models.events import (
     Event,
 )
 from runtime.models.records import AgentRecord
-from runtime.redact import redact
-from runtime.state_machines import AGENT_TRANSITIONS, check_agent_transition
 from runtime.store import agents as agent_store
 from runtime.store import outbox
 from runtime.store.pool import create_pool
@@ -90,16 +89,13 @@ from supervisors.child import CONCURRENCY_GROUPS, CONTROL_GROUP, Supervised
 
 __all__ = [
     "CONCURRENCY_GROUPS",
-    "CRASH_REASON",
     "AgentHost",
     "build_models",
     "import_agent_class",
-    "startup_path",
 ]
 
 _log = logging.getLogger(__name__)
 
-CRASH_REASON = "restarted after crash"
 FATAL_IN_A_ROW = 3  # fatal failures in a row that mean the agent itself is broken
 STOP_REPORT_S = 2.0  # longest a stop waits for the handed-back tasks to be reported
 IDLE_LINGER_S = 0.5
@@ -149,72 +145,10 @@ def import_agent_class(path: str) -> type[Agent]:
     return cls
 
 
-def startup_path(stored: AgentState | str) -> list[tuple[AgentState, str]]:
-    """The transitions from an agent's stored state to `idle`, each with its reason.
-
-    A state that cannot go to `starting` (the last incarnation died while running, busy,
-    idle, starting or stopping) first goes to `error` (or `failed`) with `CRASH_REASON`.
-    """
-    stored = AgentState(stored)
-    steps: list[tuple[AgentState, str]] = []
-    if not AGENT_TRANSITIONS.can(stored, AgentState.STARTING):
-        fallback = AgentState.ERROR
-        if not AGENT_TRANSITIONS.can(stored, fallback):
-            fallback = AgentState.FAILED
-        steps.append((fallback, CRASH_REASON))
-    steps += [(AgentState.STARTING, ""), (AgentState.RUNNING, ""), (AgentState.IDLE, "")]
-    AGENT_TRANSITIONS.fold(stored, [state for state, _ in steps])  # validates every step
-    return steps
-
-
-class _Lifecycle:
-    """The agent's state as this host knows it; every change is checked before it is made."""
-
-    def __init__(self, state: AgentState = AgentState.CREATED) -> None:
-        self.state = state
-
-    def can(self, to_state: AgentState) -> bool:
-        return AGENT_TRANSITIONS.can(self.state, to_state)
-
-    def advance(self, to_state: AgentState) -> tuple[AgentState, AgentState]:
-        """Move to `to_state` (InvalidTransition if not allowed); returns (from, to)."""
-        from_state = self.state
-        self.state = check_agent_transition(from_state, to_state)
-        return from_state, self.state
-
-
-def _error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, TaskError):
-        return exc.to_dict()
-    return {
-        "category": classify(exc),
-        "type": type(exc).__name__,
-        "reason": redact(str(exc)) or type(exc).__name__,
-        "detail": {},
-    }
-
-
-def _failed(exc: BaseException) -> dict[str, Any]:
-    return {"status": "failed", "error": _error_dict(exc)}
-
-
-def _not_json(value: Any, max_bytes: int | None = None) -> str | None:
-    """Why `value` is not plain JSON PostgreSQL can store (or is over `max_bytes` as
-    JSON, which every reader of the task would pay for), or None if it is."""
-    try:
-        encoded = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return f"not JSON-serialisable: {exc}"
-    if max_bytes is not None and (size := len(encoded.encode())) > max_bytes:
-        return f"{size} bytes as JSON, over the limit of {max_bytes} (max_result_bytes)"
-    where = nul_at(value)
-    return None if where is None else f"{where} holds a NUL (U+0000) character"
-
-
 # ---- the actor ------------------------------------------------------------------------------
 
 
-class AgentHost(HostWiring, Supervised):
+class AgentHost(AgentStateRecords, HostWiring, Supervised):
     """Runs one `Agent` under a supervisor: state machine, durable state, heartbeat."""
 
     def __init__(
@@ -242,7 +176,7 @@ class AgentHost(HostWiring, Supervised):
         self._tools = ToolRegistry()
         self._capabilities: list[str] = []
         self._own_capabilities: list[str] = []
-        self._lifecycle = _Lifecycle()
+        self._lifecycle = Lifecycle()
         self._ready = False
         self._stopping = False
         self._warm_lock = asyncio.Lock()
@@ -450,7 +384,7 @@ class AgentHost(HostWiring, Supervised):
         for task in tasks:
             if not isinstance(task, dict):
                 refusal = LogicalError(f"a task must be a dict, got {type(task).__name__}")
-                ready.append([str(uuid4()), _failed(refusal)])
+                ready.append([str(uuid4()), failed(refusal)])
                 continue
             task_id = str(task.get("id") or uuid4())
             lease = task.get("lease")
@@ -458,7 +392,7 @@ class AgentHost(HostWiring, Supervised):
             try:
                 job, new = self._ledger.admit(task_id, lease, task, loop)
             except ValueError as exc:
-                ready.append([task_id, _failed(LogicalError(str(exc)))])
+                ready.append([task_id, failed(LogicalError(str(exc)))])
                 continue
             jobs.append(job)
             if new:
@@ -515,103 +449,6 @@ class AgentHost(HostWiring, Supervised):
             "active_tasks": self._ledger.active(),
             "saved_state": dict(self.ctx.state) if self.ctx is not None else None,
         }
-
-    # ---- internals: state ----------------------------------------------------------------
-
-    async def _register(self, agent_id: str) -> AgentRecord:
-        """Upsert the row and record the way to `idle`, in one transaction; the stored row."""
-        assert self._pool is not None
-        record = AgentRecord(
-            id=agent_id,
-            template_id=self._template_id,
-            name=agent_id,
-            capabilities=self._capabilities,
-            supervisor_id=self.supervisor_id or None,
-        )
-        announce = AgentAnnounced(
-            agent_id=agent_id,
-            capabilities=self._capabilities,
-            template=self.template,
-            node_id=ray.get_runtime_context().get_node_id(),
-            pid=os.getpid(),
-        )
-        async with self._pool.acquire() as conn, conn.transaction():
-            stored = await agent_store.upsert_agent(conn, record)
-            lifecycle = _Lifecycle(stored.state)
-            steps = startup_path(stored.state)
-            events: list[Event] = []
-            for to_state, reason in steps:
-                from_state, _ = lifecycle.advance(to_state)
-                events.append(self._status_event(from_state, to_state, reason))
-            # the whole way to idle and its events: one statement and one outbox write
-            await agent_store.record_path(
-                conn, agent_id, stored.state, steps, events=[*events, announce]
-            )
-        self._lifecycle = lifecycle
-        return stored
-
-    async def _record_stop(self) -> None:
-        assert self._pool is not None
-        lifecycle = _Lifecycle(self._lifecycle.state)
-        events: list[Event] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-            for to_state in (AgentState.STOPPING, AgentState.STOPPED):
-                from_state, _ = lifecycle.advance(to_state)
-                events.append(self._status_event(from_state, to_state, "shutdown"))
-                await agent_store.record_transition(
-                    conn,
-                    self.child_id,
-                    from_state,
-                    to_state,
-                    "shutdown",
-                    events=events if to_state is AgentState.STOPPED else (),
-                )
-        self._lifecycle = lifecycle
-
-    async def _transition(
-        self,
-        to_state: AgentState,
-        reason: str = "",
-        extra: list[Event] | None = None,
-        *,
-        keep_on_failure: bool = False,
-    ) -> None:
-        """Check, then record one change with its status event (and `extra` events).
-
-        On a failed write the host goes back to its former state, unless `keep_on_failure`.
-        If the row moved under us (an earlier write was lost), the change is recorded from
-        the row's state when the state machine allows it from there.
-        """
-        assert self._pool is not None
-        from_state, _ = self._lifecycle.advance(to_state)
-        events = [self._status_event(from_state, to_state, reason), *(extra or [])]
-        try:
-            try:
-                await agent_store.record_transition(
-                    self._pool, self.child_id, from_state, to_state, reason, events=events
-                )
-            except Conflict:
-                record = await agent_store.get_agent(self._pool, self.child_id)
-                current = record.state if record is not None else None
-                if current == to_state:
-                    return
-                if current is None or not AGENT_TRANSITIONS.can(current, to_state):
-                    raise
-                events[0] = self._status_event(current, to_state, reason)
-                await agent_store.record_transition(
-                    self._pool, self.child_id, current, to_state, reason, events=events
-                )
-        except BaseException:
-            if not keep_on_failure:
-                self._lifecycle.state = from_state
-            raise
-
-    def _status_event(
-        self, from_state: AgentState, to_state: AgentState, reason: str
-    ) -> AgentStatusChanged:
-        return AgentStatusChanged(
-            agent_id=self.child_id, from_state=from_state, to_state=to_state, reason=reason
-        )
 
     # ---- internals: tasks ----------------------------------------------------------------
 
@@ -671,7 +508,7 @@ class AgentHost(HostWiring, Supervised):
             finally:
                 ctx.task = None
             limit = self.settings.max_result_bytes if self.settings else None
-            outcome, error = _outcome(handler, limit)
+            outcome, error = handler_outcome(handler, limit)
             if span is not None and outcome.get("status") != "completed":
                 telemetry.mark_error(span, error or str(outcome.get("status")))
         events: list[Event] = []
@@ -778,22 +615,3 @@ class AgentHost(HostWiring, Supervised):
         if pool is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pool.close(), 5)
-
-
-def _outcome(
-    handler: asyncio.Task[Any], max_result_bytes: int | None = None
-) -> tuple[dict[str, Any], BaseException | None]:
-    """What `run` returns for a finished handler, and the error it failed with."""
-    if handler.cancelled():
-        return {"status": "cancelled"}, None
-    error = handler.exception()
-    if error is None:
-        result = handler.result()
-        problem = _not_json(result, max_result_bytes)
-        if problem is None:
-            return {"status": "completed", "result": result}, None
-        error = LogicalError(
-            f"the result of handle is {problem}",
-            {"result_type": type(result).__name__},
-        )
-    return _failed(error), error

@@ -28,8 +28,9 @@ Guarantees:
   notice, by re-reading PostgreSQL every `DEPENDENCY_RECHECK_S`.
 
 Tasks belong to shard `id.int % shards`; a client routes by id (see `actors.tasks`). Its
-agent directory (`actors.task_agents`) and its reads (`actors.task_reads`) are parts of
-the class kept in modules of their own; a task's trace is `actors.live_task`'s.
+agent directory (`actors.task_agents`), its reads (`actors.task_reads`) and its take-over
+of the shard (`actors.task_recovery`) are parts of the class kept in modules of their
+own; a task's trace is `actors.live_task`'s.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,6 +53,7 @@ from actors.live_task import LiveTask, lease_batches, submit_span, trace_context
 from actors.registry import AgentEntry, Registry
 from actors.task_agents import AgentDirectory
 from actors.task_reads import TaskReads
+from actors.task_recovery import ShardRecovery, shard_of
 from runtime import metrics, telemetry
 from runtime.config import load_settings
 from runtime.errors import LogicalError, StaleAttempt
@@ -70,16 +71,10 @@ __all__ = ["TaskManager", "shard_of", "task_manager_name"]
 
 _log = logging.getLogger(__name__)
 S = TaskStatus
-_ACTIVE = (S.PENDING, S.QUEUED, S.ASSIGNED, S.RUNNING)
 MAX_FREE_RETURNS = 3  # leases a task may hand back unstarted before one counts
 DEPENDENCY_RECHECK_S = 1.0
-ORPHAN_SWEEPS_S = (2.0, 8.0, 20.0)  # after a start: what a dead predecessor wrote late
 ENDED_KEPT_S = 120.0  # far longer than a read of the queue takes, even under load
 _AGENT_DIED = "AgentDied"
-
-
-def shard_of(task_id: UUID, shards: int) -> int:
-    return task_id.int % shards
 
 
 def task_manager_name(shard: int) -> str:
@@ -90,7 +85,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class TaskManager(AgentDirectory, TaskReads, Supervised):
+class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
     """One shard of the task queue; see the module docstring."""
 
     def __init__(self, shard: int = 0, shards: int = 1) -> None:
@@ -136,18 +131,6 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
         self._spawn(metrics.reporter(self.namespace, self._report_load))
         self._up.set()
 
-    async def _take_shard(self) -> int:
-        """Become the shard's owner: a new epoch, which fences every older owner out."""
-        context = ray.get_runtime_context()
-        owner = f"{self.namespace}/tm:{self.shard} actor {context.get_actor_id()} pid {os.getpid()}"
-        return await self.pool.fetchval(
-            "INSERT INTO shard_owners (shard, epoch, owner) VALUES ($1, 1, $2)"
-            " ON CONFLICT (shard) DO UPDATE SET epoch = shard_owners.epoch + 1,"
-            " owner = EXCLUDED.owner, taken_at = now() RETURNING epoch",
-            self.shard,
-            owner,
-        )
-
     async def on_stop(self) -> None:
         for task in list(self._background):
             task.cancel()
@@ -155,54 +138,6 @@ class TaskManager(AgentDirectory, TaskReads, Supervised):
             await self._flush_changes()
         await self.committer.close()
         await self.pool.close()
-
-    async def _rebuild(self) -> None:
-        """Load this shard's unfinished tasks and adopt the leases among them."""
-        self._started_at = _utcnow()
-        await self._load(await self._active_rows())
-
-    async def _active_rows(self) -> list[Any]:
-        rows = await self.pool.fetch(
-            "SELECT * FROM tasks WHERE status = ANY($1::text[]) ORDER BY created_at, id",
-            [s.value for s in _ACTIVE],
-        )
-        return [r for r in rows if shard_of(r["id"], self.shards) == self.shard]
-
-    async def _load(self, rows: list[Any]) -> None:
-        leased: dict[str, list[LiveTask]] = {}
-        loaded = []
-        for row in rows:
-            live = self._adopt(Task.from_row(row))
-            loaded.append(live)
-            if live.record.status in (S.ASSIGNED, S.RUNNING):
-                leased.setdefault(live.record.assigned_to or "", []).append(live)
-        pending = [t for t in loaded if t.record.status is S.PENDING]
-        await self._resolve_dependencies(pending)
-        if leased:
-            with contextlib.suppress(Exception):  # a supervisor that does not answer: later
-                await asyncio.wait_for(self._discover_agents(), 10)
-        for agent_id, lives in leased.items():
-            agent = self.registry.get(agent_id)
-            if agent is None:  # gone: nothing of its leases will come back
-                for live in lives:
-                    self._hand_back(live, f"agent {agent_id} is gone", died=True)
-                continue
-            for live in lives:
-                self.registry.acquire(agent)
-                live.begin_lease_span(agent_id, adopted=True)
-            self._spawn(self._run_batch(agent, [(t, t.record.lease) for t in lives], adopt=True))
-        await self._flush_changes()
-
-    async def _sweep_orphans(self) -> None:
-        """Adopt what a dead predecessor committed after this incarnation read the queue
-        (a submit or a lease of its still in flight in PostgreSQL when it died)."""
-        for delay_s in ORPHAN_SWEEPS_S:
-            await asyncio.sleep(delay_s)
-            with contextlib.suppress(Exception):
-                rows = await self._active_rows()
-                await self._load([r for r in rows if not self._known(r["id"])
-                                  and r["created_at"] <= self._started_at])  # fmt: skip
-                self._wake.set()
 
     def _adopt(self, record: Task) -> LiveTask:
         live = LiveTask(record, next(self._seq), db_lease=record.lease)

@@ -13,6 +13,7 @@ out, the attempts, and its duration.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import time
 from typing import Any
@@ -110,9 +111,9 @@ class ModelClient:
         return answer
 
     async def _with_retries(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> Any:
-        import openai
+        client = await self._open()
+        import openai  # imported by `_open`, off the loop
 
-        client = self._open()
         last: Exception | None = None
         for attempt in range(1, self.settings.max_retries + 2):
             try:
@@ -143,10 +144,12 @@ class ModelClient:
             {"model": self.name},
         )
 
-    def _open(self) -> Any:
+    async def _open(self) -> Any:
         if self._client is None:
-            import openai
-
+            # the SDK's import takes ~1 s of CPU (several on a loaded machine): on the
+            # agent's loop it would stall it past the supervisor's heartbeat, which kills
+            # the agent as hung, and the next incarnation would do the same
+            openai = await asyncio.to_thread(importlib.import_module, "openai")
             key_env = self.settings.api_key_env
             self._client = openai.AsyncOpenAI(
                 base_url=str(self.settings.base_url),

@@ -2,24 +2,22 @@
 
 `runtime.cli` holds what needs only the runtime layer (services, schema, config, tree);
 this module, at the top of the import graph with the HTTP ingress, adds the commands that
-run the system (`up`, `down`, `demo`), those that use its HTTP API through
-`runtime.client` (`submit`, `tasks`, `agents`, `events`), and `keys`.
+use the HTTP API through `runtime.client` (`submit`, `tasks`, `agents`, `events`), and
+gathers those of its neighbours: `up` and `down` (`serve.cli_system`), `keys`
+(`serve.cli_keys`), `analyze` and `demo` (`serve.cli_projects`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import httpx
-import ray
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -28,32 +26,20 @@ from runtime import logs
 from runtime.cli import (
     CONFIG_CHECKS,
     app,
-    config_fail,
-    connect_ray,
     console,
     err_console,
     fail,
-    render_tree,
     settings_or_exit,
-    up_services,
 )
 from runtime.client import ApiError, Client
 from runtime.config import Settings, load_settings
 from runtime.errors import ConfigError
-from runtime.models.enums import AgentState, Scope
-from runtime.ownership import AlreadyRunning, Ownership
-from runtime.raycluster import auth_token_source, init_ray
-from runtime.services import ensure_services
+from runtime.models.enums import AgentState
 from runtime.state_machines import TaskStatus
-from runtime.store import api_keys
+from serve import cli_system  # noqa: F401  (`up` and `down` register first)
 from serve.cli_batch import submit_file
 from supervisors.tree import (
     check_tree,
-    get_root,
-    resolve_pool_templates,
-    start_tree,
-    stop_tree,
-    tree_from_settings,
 )
 
 __all__ = ["app"]
@@ -73,180 +59,6 @@ def _logs() -> None:
             logs.setup()
         return
     logs.setup(settings.log_format, settings.log_level)
-
-
-def _start_system(settings: Settings, ownership: Ownership, *, dashboard: bool) -> tuple[Any, Any]:
-    """Services, Ray and the supervision tree of rayvisor.yaml: (root, Ray context).
-
-    Claims the home, the database and the HTTP port first (see `runtime.ownership`): a
-    second system on them would run a second task manager over the same tasks. A refusal
-    names the system that runs and changes nothing.
-    """
-    try:
-        check_tree(settings)  # before anything starts
-    except ConfigError as exc:
-        raise config_fail(exc) from None
-    try:
-        ownership.claim_home()
-        database_url, nats_url = up_services(settings)
-        ownership.claim_database(database_url)
-        ownership.claim_port()
-    except AlreadyRunning as exc:
-        raise fail(str(exc)) from None
-    try:  # pools that name a registered template read it now the database is up
-        spec = tree_from_settings(asyncio.run(_with_templates(settings, database_url)))
-    except ConfigError as exc:
-        raise config_fail(exc) from None
-    with console.status("starting Ray"):
-        context = init_ray(settings, database_url, nats_url, dashboard=dashboard)
-    dashboard_url = getattr(context, "dashboard_url", None)
-    ownership.publish(
-        ray_address=ray.get_runtime_context().gcs_address,
-        dashboard_url=f"http://{dashboard_url}" if dashboard_url else None,
-    )
-    with console.status("starting the supervision tree"):
-        return start_tree(spec, settings.namespace), context
-
-
-async def _with_templates(settings: Settings, database_url: str) -> Settings:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await resolve_pool_templates(settings, conn)
-    finally:
-        await conn.close()
-
-
-def _ownership(settings: Settings) -> Ownership:
-    return Ownership(settings.home, settings.namespace, settings.http_host, settings.http_port)
-
-
-def _serve(settings: Settings) -> tuple[str, str]:
-    """Run the HTTP ingress with `up`'s admin key: (API URL, key). The key is kept in
-    `home`/api_key (mode 600), where the other commands find it, and reused by the next
-    `up` (see `_up_admin_key`)."""
-    from serve.app import deploy
-
-    urls = ensure_services(settings)
-    resolved = Settings.model_validate(
-        {
-            **settings.model_dump(),
-            "database_url": urls.database_url,
-            "nats_url": urls.nats_url,
-            "nats_monitor_url": urls.nats_monitor_url,  # the embedded server's, or as set
-        }
-    )
-    with console.status(f"starting the HTTP API on {settings.http_url}"):
-        url = deploy(resolved)
-    key_file = settings.home / "api_key"
-    known = key_file.read_text().strip() if key_file.exists() else None
-    key = _on_database(resolved.database_dsn or "", lambda conn: _up_admin_key(conn, known))
-    if key != known:
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.touch(mode=0o600)
-        key_file.chmod(0o600)
-        key_file.write_text(key + "\n")
-    return url, key
-
-
-UP_KEY_NAME = "admin (rayvisor up)"
-
-
-async def _up_admin_key(conn: Any, known: str | None) -> str:
-    """`up`'s admin key: `known` (the one in `home`/api_key) while it is a live admin key
-    `up` made, else a new one. A new one revokes every other key `up` made, so however
-    many times `up` runs, one admin key of its own works."""
-    if known:
-        record = await api_keys.find(conn, known)
-        if record is not None and record.name == UP_KEY_NAME and Scope.ADMIN in record.scopes:
-            return known
-    async with conn.transaction():
-        record, key = await api_keys.create(conn, UP_KEY_NAME, [Scope.ADMIN])
-        for old in await api_keys.list_keys(conn, include_revoked=False):
-            if old.name == UP_KEY_NAME and old.id != record.id:
-                await api_keys.revoke(conn, old.id)
-    return key
-
-
-def _on_database(database_url: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work` on one connection: a command needs no pool for one statement."""
-    import asyncpg
-
-    async def run() -> T:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-@app.command()
-def up() -> None:
-    """Start services, Ray (with its dashboard), the tree and the HTTP API; Ctrl-C stops."""
-    settings = settings_or_exit()
-    ownership = _ownership(settings)
-    try:
-        _run_up(settings, ownership)
-    finally:
-        ownership.release()
-
-
-def _run_up(settings: Settings, ownership: Ownership) -> None:
-    root, context = _start_system(settings, ownership, dashboard=True)
-    url, key = _serve(settings)
-    console.print(render_tree(ray.get(root.snapshot.remote())))
-    table = Table(title="rayvisor is up", show_header=False)
-    table.add_row("HTTP API", url)
-    table.add_row("API docs", f"{url}/docs")
-    table.add_row("live page", f"{url}/ui  (sign in with the admin key below)")
-    table.add_row("Ray dashboard", _dashboard_cell(context.dashboard_url))
-    table.add_row("admin key", f"{key}  (also in {settings.home / 'api_key'})")
-    console.print(table)
-    console.print("Ctrl-C (or `rayvisor down`) stops the tree and the API")
-    try:
-        while get_root(settings.namespace) is not None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        console.print("stopping")
-    finally:
-        _stop_everything(settings)
-        ray.shutdown()
-
-
-def _dashboard_cell(dashboard: str | None) -> str:
-    """The dashboard's URL and, when Ray asks for its token, where the token is: the page
-    asks a browser for it once (see `auth_token_source`)."""
-    if not dashboard:
-        return "(not running)"
-    token = auth_token_source()
-    if token is None:
-        return f"http://{dashboard}"
-    return f"http://{dashboard}\nsign in with the token in {token} (`ray get-auth-token` prints it)"
-
-
-def _stop_everything(settings: Settings) -> list[str]:
-    from ray import serve
-
-    stopped = []
-    with contextlib.suppress(Exception):
-        serve.shutdown()
-        stopped.append("HTTP API")
-    with contextlib.suppress(Exception):
-        if stop_tree(settings.namespace):
-            stopped.append("supervision tree")
-    return stopped
-
-
-@app.command()
-def down(
-    address: Annotated[str | None, typer.Option(help="Ray address (default: auto).")] = None,
-) -> None:
-    """Stop the HTTP API and the tree a `rayvisor up` runs (services keep running)."""
-    settings = settings_or_exit()
-    connect_ray(settings, address)
-    stopped = _stop_everything(settings)
-    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 # ---- commands over the HTTP API ---------------------------------------------------------
@@ -644,71 +456,9 @@ def _first_then_rest(stream: Iterator[Any]) -> Iterator[Any]:
     return itertools.chain([first], stream)
 
 
-keys_app = typer.Typer(help="API keys (stored hashed; a key is shown once).")
-app.add_typer(keys_app, name="keys")
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
-    scope: Annotated[list[Scope], typer.Option("--scope", "-s")] = [Scope.READ],  # noqa: B006
-    rate: Annotated[float, typer.Option(min=0.001, max=1_000_000, help="Requests/s.")] = 50.0,
-    burst: Annotated[int, typer.Option(min=1, max=1_000_000)] = 100,
-) -> None:
-    """Create a key and print it (the only time it is shown)."""
-    settings = settings_or_exit()
-    database_url, _ = up_services(settings)
-    record, key = _on_database(
-        database_url, lambda conn: api_keys.create(conn, name, scope, rate, burst)
-    )
-    console.print(f"key {record.prefix} ({', '.join(s.value for s in record.scopes)}): {key}")
-
-
-@keys_app.command("list")
-def keys_list() -> None:
-    """Every key: prefix, name, scopes, rate, revoked."""
-    settings = settings_or_exit()
-    database_url, _ = up_services(settings)
-
-    table = Table(title="API keys")
-    for column in (
-        "prefix",
-        "name",
-        "scopes",
-        "rate/s",
-        "burst",
-        "created",
-        "last used",
-        "revoked",
-    ):
-        table.add_column(column)
-    for k in _on_database(database_url, api_keys.list_keys):
-        table.add_row(
-            k.prefix,
-            k.name,
-            ", ".join(s.value for s in k.scopes),
-            f"{k.rate_per_s:g}",
-            str(k.burst),
-            f"{k.created_at:%Y-%m-%d %H:%M}",
-            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
-            "yes" if k.revoked else "",
-        )
-    console.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or prefix.")]) -> None:
-    """Revoke a key; it stops working within `http.key_cache_s`."""
-    settings = settings_or_exit()
-    database_url, _ = up_services(settings)
-    if not _on_database(database_url, lambda conn: api_keys.revoke(conn, key)):
-        raise fail(f"no live key {key}")
-    console.print(f"revoked {key}")
-
-
-# The project commands (`analyze`, `demo`) register on `app` when imported; they import
-# this module's helpers, so they come last.
-from serve import cli_projects  # noqa: E402, F401
+# `keys` and the project commands (`analyze`, `demo`) register on `app` when imported;
+# the project commands import this module's helpers, so they come last.
+from serve import cli_keys, cli_projects  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()

@@ -24,21 +24,12 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from runtime.cli import app, console, err_console, fail, render_tree
+from runtime.cli import app, console, err_console, fail, render_tree, settings_or_exit
 from runtime.client import ApiError, Client
 from runtime.config import Settings
 from runtime.ownership import Ownership
-from serve.cli import (
-    KeyOption,
-    UrlOption,
-    _call,
-    _client,
-    _ownership,
-    _serve,
-    _start_system,
-    _stop_everything,
-    settings_or_exit,
-)
+from serve.cli import KeyOption, UrlOption, _call, _client
+from serve.cli_system import ownership_of, serve_api, start_system, stop_everything
 
 __all__ = ["check_log_file", "findings_tables", "follow_project"]
 
@@ -246,7 +237,7 @@ def demo(
 ) -> None:
     """Investigate an SSH incident on a fresh system; an analysing agent is killed midway."""
     settings = settings_or_exit(tree=DEMO_TREE, namespace="rayvisor-demo")
-    ownership = _ownership(settings)
+    ownership = ownership_of(settings)
     try:
         _run_demo(settings, ownership, chunks)
     finally:
@@ -262,9 +253,9 @@ def _sample() -> Path:
 
 
 def _run_demo(settings: Settings, ownership: Ownership, chunks: int) -> None:
-    root, _ = _start_system(settings, ownership, dashboard=False)
+    root, _ = start_system(settings, ownership, dashboard=False)
     try:
-        url, key = _serve(settings)
+        url, key = serve_api(settings)
         began = datetime.now(UTC)
         console.print(render_tree(ray.get(root.snapshot.remote())))
         killer = _ChunkKiller(settings.namespace)
@@ -289,7 +280,7 @@ def _run_demo(settings: Settings, ownership: Ownership, chunks: int) -> None:
         if view["status"] != "completed":
             raise typer.Exit(1)
     finally:
-        _stop_everything(settings)
+        stop_everything(settings)
         ray.shutdown()
 
 

@@ -65,9 +65,10 @@ class FailureDetection:
     async def _heartbeat(self, child: Child, generation: int) -> None:
         """Ping on the child's control loop; `misses` misses in a row mean hung."""
         hb = self.spec.heartbeat
-        # a healthy loop ticks every 50 ms; half an interval without a tick is a stall,
-        # which keeps detection within (misses + 1) * interval
-        stall_s = max(0.1, hb.interval_s / 2)
+        # a healthy loop ticks every 50 ms; a whole interval without a tick is a stall
+        # (shorter lags are a loaded machine's, and killing the child would only add to
+        # the load), which keeps detection within about (misses + 1) * interval
+        stall_s = max(0.1, hb.interval_s)
         misses = 0
         while child.generation == generation:
             began = time.monotonic()

@@ -136,20 +136,20 @@ async def test_up_keeps_one_admin_key_of_its_own(pool) -> None:
     """`up` reuses the key its file holds; a lost or revoked one is replaced and every
     earlier `up` key revoked: however many `up`s, one admin key of `up` works."""
     from runtime.store import api_keys
-    from serve.cli import UP_KEY_NAME, _up_admin_key
+    from serve.cli_system import UP_KEY_NAME, up_admin_key
 
     async def live_up_keys() -> list[str]:
         keys = await api_keys.list_keys(pool, include_revoked=False)
         return [k.prefix for k in keys if k.name == UP_KEY_NAME]
 
     async with pool.acquire() as conn:
-        first = await _up_admin_key(conn, None)
-        assert await _up_admin_key(conn, first) == first  # the second `up`
+        first = await up_admin_key(conn, None)
+        assert await up_admin_key(conn, first) == first  # the second `up`
         _, other = await api_keys.create(conn, "ci", ["admin"])  # not `up`'s: kept
-        lost = await _up_admin_key(conn, None)  # the key file was deleted
+        lost = await up_admin_key(conn, None)  # the key file was deleted
         assert lost != first and await api_keys.find(conn, first) is None
         assert await api_keys.find(conn, other) is not None
         await api_keys.revoke(conn, api_keys._prefix_of(lost) or "")
-        fresh = await _up_admin_key(conn, lost)  # a revoked key is not reused
+        fresh = await up_admin_key(conn, lost)  # a revoked key is not reused
     assert fresh != lost and await api_keys.find(pool, fresh) is not None
     assert await live_up_keys() == [api_keys._prefix_of(fresh)]

@@ -13,7 +13,8 @@ import pytest
 import ray
 from helpers import wait_for, worker_runtime_env
 
-from actors.host import CRASH_REASON, FATAL_IN_A_ROW, AgentHost
+from actors.agent_state import CRASH_REASON
+from actors.host import FATAL_IN_A_ROW, AgentHost
 from runtime.bus import Bus
 from runtime.models.events import AgentHeartbeat, Event, TaskProgress
 from runtime.store import agents as agent_store

@@ -15,8 +15,9 @@ import pytest
 
 import actors
 from actors import Agent, AgentContext
+from actors.agent_state import CRASH_REASON, startup_path
 from actors.builtin.echo import CounterAgent, EchoAgent
-from actors.host import CRASH_REASON, import_agent_class, startup_path
+from actors.host import import_agent_class
 from runtime.errors import ConfigError, FatalError, LogicalError, TransientError
 from runtime.models.enums import AgentState
 from runtime.state_machines import AGENT_TRANSITIONS
