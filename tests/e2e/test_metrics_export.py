@@ -91,12 +91,22 @@ def test_task_metrics_move_as_tasks_are_held_queued_cancelled_and_finished(http_
     ns = {"namespace": http_system.settings.namespace}
     shard = {**ns, "shard": "0"}
     nowhere = f"nowhere-{uuid.uuid4().hex[:6]}"  # no agent offers it: its tasks stay queued
+    # the session's database holds what other modules' systems left queued (capabilities
+    # no agent here offers), and this shard took it over: the depth moves from there
+    idle = _scrape_until(
+        lambda s: (
+            s.value(m.QUEUE_DEPTH.exported, **shard) is not None
+            and s.value(m.LEASES_IN_FLIGHT.exported, **shard) == 0
+        ),
+        ns["namespace"],
+    )
+    base = idle.value(m.QUEUE_DEPTH.exported, **shard)
     with http_system.client() as rv:
         held = [_submit(rv, "echo", sleep_s=60) for _ in range(2)]  # held by the agents
         stuck = [_submit(rv, nowhere) for _ in range(3)]
         _scrape_until(
             lambda s: (
-                s.value(m.QUEUE_DEPTH.exported, **shard) == 3
+                s.value(m.QUEUE_DEPTH.exported, **shard) == base + 3
                 and s.value(m.LEASES_IN_FLIGHT.exported, **shard) == 2
             ),
             ns["namespace"],
@@ -106,7 +116,7 @@ def test_task_metrics_move_as_tasks_are_held_queued_cancelled_and_finished(http_
         finished = m.TASKS_FINISHED.exported
         _scrape_until(
             lambda s: (
-                s.value(m.QUEUE_DEPTH.exported, **shard) == 0
+                s.value(m.QUEUE_DEPTH.exported, **shard) == base
                 and s.value(m.LEASES_IN_FLIGHT.exported, **shard) == 0
                 and s.value(finished, **ns, capability=nowhere, status="cancelled") == 3
                 and s.value(finished, **ns, capability="echo", status="cancelled") == 2
