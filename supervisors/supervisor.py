@@ -34,6 +34,11 @@ Guarantees, as in OTP's supervisor:
 - Every decision is one event, written to `supervisor_events` and the outbox (so it
   reaches `supervisors.{id}.events`) by one writer task, in order, off the restart path;
   a write that fails (PostgreSQL unreachable) is retried until it succeeds.
+
+This module holds the mechanics (starting, stopping, deciding, restarting); the parts that
+decide nothing are mixins in modules of their own: failure detection (`detection`), the
+children added at run time (`dynamic`), what it reports (`reporting`) and the warm spares
+(`warm`).
 """
 
 from __future__ import annotations
