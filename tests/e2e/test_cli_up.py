@@ -34,6 +34,7 @@ def _env(services, port: int, **extra: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.timeout(600)  # two `up`s and 30 s of work: ~220 s on a loaded 2-core machine
 def test_up_serves_refuses_a_second_up_and_down_then_up_finishes_every_task_once(
     services, ray_session, tmp_path: Path
 ) -> None:

@@ -250,6 +250,7 @@ async def test_busy_child_is_not_mistaken_for_hung(tree) -> None:
     assert current["calm"]["restarts"] == 0
 
 
+@pytest.mark.timeout(420)
 async def test_killing_the_root_brings_back_the_tree_with_dynamic_children(tree) -> None:
     pool_id = tree.uid("dyn")
     root_spec = {
@@ -291,7 +292,8 @@ async def test_killing_the_root_brings_back_the_tree_with_dynamic_children(tree)
             return None
         return members
 
-    members = await wait_for(rebuilt, timeout_s=90, interval_s=0.2)
+    # ~8 s alone; past 90 s twice beside the rest of the suite on a 2-core machine
+    members = await wait_for(rebuilt, timeout_s=240, interval_s=0.2)
     for cid, child in members.items():
         assert child["pid"] != before[cid]["pid"], f"{cid} should be a new process"
 
