@@ -22,13 +22,13 @@ browser:
 		echo "tests/e2e/test_ui.py needs /usr/bin/chromium: run 'sudo apt-get install -y --no-install-recommends chromium'" >&2; exit 1; }; \
 		apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-# The tests that time a recovery (the chaos run, the node loss) run last, beside nothing
-# but each other: on a 2-core machine the rest's load would be in their figures.
+# The tests that time a recovery (the chaos run, the node loss) run last, one at a time:
+# on a 2-core machine the load of anything beside them would be in their figures.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=30 -m "not quiet"
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=10 -m quiet
+	$(BIN)/pytest -q -n 0 --durations=10 -m quiet
 	$(BIN)/python tests/bench_smoke.py
 
 lint: $(STAMP)
