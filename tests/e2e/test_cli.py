@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
 
 import pytest
-from helpers import wait_until
+from helpers import rayvisor_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +28,7 @@ def rayvisor(
         "COLUMNS": "250",
         **(env or {}),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "serve.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return rayvisor_cli(env, *args)
 
 
 def test_submit_wait_then_list(http_system) -> None:

@@ -7,13 +7,13 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
+from helpers import rayvisor_cli
 
 from actors.tasks import TaskClient
 from runtime.client import ApiError, AsyncClient
@@ -179,13 +179,7 @@ def _rayvisor(http_system, *args: str) -> subprocess.CompletedProcess[str]:
         "RAYVISOR_API_KEY": http_system.keys["write"],
         "COLUMNS": "250",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "serve.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return rayvisor_cli(env, *args)
 
 
 def test_cli_submit_file(http_system, tmp_path: Path) -> None:
