@@ -4,6 +4,7 @@ it writes (`row`, fenced by the lease PostgreSQL holds) and sends (`envelope`)."
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -29,6 +30,11 @@ class LiveTask:
     avoid: set[str] = field(default_factory=set)
     lease_span: Any = None  # the open `task.lease` span of the current lease, if traced
     lease_context: dict[str, str] | None = None  # the last lease span's, as headers
+    by_status: Counter[TaskStatus] | None = None  # the shard's count of its tasks by status
+
+    def __post_init__(self) -> None:
+        if self.by_status is not None:
+            self.by_status[self.record.status] += 1
 
     @property
     def id(self) -> UUID:
@@ -40,7 +46,16 @@ class LiveTask:
 
     def move(self, to: TaskStatus) -> None:
         check_task_transition(self.record.status, to)
+        if self.by_status is not None:
+            self.by_status[self.record.status] -= 1
+            self.by_status[to] += 1
         self.record.__dict__["status"] = to  # validated above; skip pydantic per change
+
+    def leave(self) -> None:
+        """The shard forgets this task: it is no longer counted."""
+        if self.by_status is not None:
+            self.by_status[self.record.status] -= 1
+            self.by_status = None
 
     def set(self, **fields: Any) -> None:
         self.record.__dict__.update(fields)

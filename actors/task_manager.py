@@ -41,6 +41,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -95,6 +96,7 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
         self.shard, self.shards = shard, shards
         self.registry = Registry()
         self.tasks: dict[UUID, LiveTask] = {}
+        self.by_status: Counter[TaskStatus] = Counter()  # of `tasks`, kept by LiveTask
         self._queues: dict[frozenset[str], list[tuple[int, int, UUID]]] = {}
         self._delayed: list[tuple[float, UUID]] = []
         self._deadlines: list[tuple[datetime, UUID]] = []
@@ -140,7 +142,9 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
         await self.pool.close()
 
     def _adopt(self, record: Task) -> LiveTask:
-        live = LiveTask(record, next(self._seq), db_lease=record.lease)
+        live = LiveTask(record, next(self._seq), db_lease=record.lease, by_status=self.by_status)
+        if (earlier := self.tasks.get(record.id)) is not None:
+            earlier.leave()
         self.tasks[record.id] = live
         if record.status is S.QUEUED:
             self._enqueue(live)
@@ -566,7 +570,9 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
     def _forget(self, live: LiveTask) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         live.end_lease_span(f"task ended {live.record.status.value}")
-        self.tasks.pop(live.id, None)
+        if self.tasks.get(live.id) is live:
+            del self.tasks[live.id]
+            live.leave()
         now = time.monotonic()
         self._ended[live.id] = now
         while (oldest := next(iter(self._ended.items()), None)) and oldest[1] < now - ENDED_KEPT_S:
@@ -645,12 +651,11 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
     async def _recheck_other_shards_dependencies(self) -> None:
         """Release (or fail) dependents from what PostgreSQL holds of other shards' tasks:
         a notice of theirs may be lost, or come before its dependent was registered."""
-        foreign = {d for deps in (t.waiting_on for t in self.tasks.values()) for d in deps
-                   if shard_of(d, self.shards) != self.shard}  # fmt: skip
+        foreign = [d for d in self._dependents if shard_of(d, self.shards) != self.shard]
         if not foreign:
             return
         rows = await self.pool.fetch(
-            "SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])", list(foreign)
+            "SELECT id, status FROM tasks WHERE id = ANY($1::uuid[])", foreign
         )
         for row in rows:
             status = S(row["status"])
@@ -660,7 +665,7 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
 
     def _report_load(self) -> None:
         """Queue depth and leases in flight, each `metrics.reporter` round."""
-        metrics.shard_load(self.shard, [t.record.status for t in self.tasks.values()])
+        metrics.shard_load(self.shard, self.by_status)
 
     # ---- plumbing -------------------------------------------------------------------------
 

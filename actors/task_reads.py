@@ -5,6 +5,7 @@ from memory when the task ends."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,6 +16,7 @@ from actors.live_task import LiveTask
 from actors.registry import Registry
 from runtime.errors import NotFound
 from runtime.models.records import Task
+from runtime.state_machines import TaskStatus
 from runtime.store import tasks as task_store
 from runtime.store.group_commit import GroupCommitter
 
@@ -30,6 +32,7 @@ class TaskReads:
     committer: GroupCommitter
     counters: dict[str, int]
     tasks: dict[UUID, LiveTask]
+    by_status: Counter[TaskStatus]
     _waiters: dict[UUID, list[asyncio.Future[dict[str, Any]]]]
     _up: asyncio.Event
 
@@ -76,12 +79,9 @@ class TaskReads:
 
     async def statistics(self) -> dict[str, Any]:
         await self._up.wait()
-        by_status: dict[str, int] = {}
-        for live in self.tasks.values():
-            by_status[live.record.status.value] = by_status.get(live.record.status.value, 0) + 1
         return {
             "shard": self.shard,
-            "active": by_status,
+            "active": {s.value: n for s, n in self.by_status.items() if n},
             "agents": len(self.registry),
             "commits": self.committer.transactions,
             **self.counters,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -228,14 +228,10 @@ def task_finished(
         _unsampled[key] = _unsampled.get(key, 0) + 1
 
 
-def shard_load(shard: int, statuses: Iterable[str]) -> None:
-    """Queue depth and leases in flight of a shard, from its live tasks' statuses."""
-    queued = leased = 0
-    for status in statuses:
-        if status == "queued":
-            queued += 1
-        elif status == "assigned" or status == "running":
-            leased += 1
+def shard_load(shard: int, by_status: Mapping[str, int]) -> None:
+    """Queue depth and leases in flight of a shard, from its count of tasks by status."""
+    queued = by_status.get("queued", 0)
+    leased = by_status.get("assigned", 0) + by_status.get("running", 0)
     tags = {NS: _namespace, "shard": str(shard)}
     _metric(QUEUE_DEPTH).set(queued, tags)
     _metric(LEASES_IN_FLIGHT).set(leased, tags)
