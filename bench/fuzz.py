@@ -3,11 +3,12 @@
 One run, one local Ray: embedded PostgreSQL and NATS, the tree (task manager, relay, a pool
 of echo agents) and the Serve ingress, as `rayvisor up` runs them, all on 127.0.0.1. Every
 operation of `/openapi.json` gets `--examples` generated requests (valid and invalid ones)
-with an admin key that has no practical rate limit, checked as tests/e2e/test_http_schema.py
-checks them: no 5xx, a documented status, content type, headers and body. A stream route
-(`.../stream`) never ends, so each of its `--stream-examples` cases is opened, its status
-and headers read (no 5xx; 200 is `text/event-stream`, a refusal `application/problem+json`)
-and closed. Hypothesis stops an operation at its first failure (and shrinks it), so
+with an admin key that has no practical rate limit, checked as
+tests/e2e/shared_http/test_http_schema.py checks them: no 5xx, a documented status, content
+type, headers and body. A stream route (`.../stream`) never ends, so each of its
+`--stream-examples` cases is opened, its status and headers read (no 5xx; 200 is
+`text/event-stream`, a refusal `application/problem+json`) and closed. Hypothesis stops an
+operation at its first failure (and shrinks it), so
 `failures` counts failing operations; `server_errors` counts every 5xx answer seen.
 
 Bounded: `--examples` cases per operation, and no operation starts after `--max-seconds`.

@@ -30,6 +30,24 @@ from runtime.store.migrations import apply_migrations
 from runtime.store.pool import create_pool
 from supervisors.spec import SupervisorSpec
 
+SHARED_PACKAGES = ("tests/e2e/shared_http/",)  # their modules share one system
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, where a package of SHARED_PACKAGES is one unit of work: its
+    modules run on one worker, one after another, so its package-scoped system starts
+    once. (xdist's `loadgroup` would do it, but its marks do not reach pytest 9's ids.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedPackageScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            shared = next((p for p in SHARED_PACKAGES if nodeid.startswith(p)), None)
+            return shared or super()._split_scope(nodeid)
+
+    return SharedPackageScheduling(config, log)
+
 
 @dataclass
 class Services:
@@ -136,7 +154,7 @@ def ray_session(services: Services, otlp: OtlpReceiver) -> Iterator[None]:
     init_ray(
         settings, services.database_url, services.nats_url, namespace="rayvisor-test", num_cpus=2,
         dashboard=True,  # Ray's state API (ray.util.state) and `rayvisor up`'s sign-in need it
-        # metrics reach the Prometheus export every 2 s, not 10 (tests/e2e/test_metrics_export)
+        # metrics reach the Prometheus export every 2 s, not 10 (test_metrics_export.py)
         _system_config={"metrics_report_interval_ms": 2000},
     )  # fmt: skip
     yield

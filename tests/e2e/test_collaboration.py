@@ -8,7 +8,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from conftest import HttpSystem, running_http_system
+from systems import HttpSystem, running_http_system
 
 from runtime.client import ApiError
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ECHO_POOL, HttpSystem, running_http_system
 from helpers import wait_for, wait_until
+from systems import ECHO_POOL, HttpSystem, running_http_system
 
 from runtime.bus import Bus
 

@@ -15,11 +15,11 @@ import httpx
 import httpx2
 import mcp_types as types
 import pytest
-from conftest import ECHO_POOL, HttpSystem, running_http_system
 from helpers import wait_for
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from systems import ECHO_POOL, HttpSystem, running_http_system
 
 pytestmark = pytest.mark.integration
 

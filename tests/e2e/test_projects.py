@@ -14,9 +14,8 @@ from uuid import UUID
 
 import asyncpg
 import pytest
-from conftest import HttpSystem, running_http_system
 from helpers import wait_until
-from test_cli import rayvisor
+from systems import HttpSystem, rayvisor, running_http_system
 
 pytestmark = pytest.mark.integration
 

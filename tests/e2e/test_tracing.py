@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HttpSystem, running_http_system
 from helpers import wait_until
 from otlp_receiver import OtlpReceiver, ReceivedSpan
+from systems import HttpSystem, running_http_system
 
 from runtime import telemetry
 

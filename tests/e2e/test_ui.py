@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ECHO_POOL, HttpSystem, running_http_system
 from helpers import wait_until
+from systems import ECHO_POOL, HttpSystem, running_http_system
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ good message that follows is handled. The subscribers, from the code (`grep subs
 
 The SSE routes (`serve/routes/events.py`, `serve/routes/discoveries.py`, over
 `serve.streams.subject_stream`) read through the same `runtime.bus.decode`; see
-tests/e2e/test_http_streams.py.
+tests/e2e/shared_http/test_http_streams.py.
 """
 
 from __future__ import annotations

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 import uuid
 
 import pytest
-from helpers import rayvisor_cli, wait_until
+from helpers import wait_until
+from systems import rayvisor
 
 pytestmark = pytest.mark.integration
-
-
-def rayvisor(
-    http_system, *args: str, key: str = "admin", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "RAYVISOR_HOME": str(http_system.settings.home),
-        "RAYVISOR_DATABASE_URL": str(http_system.settings.database_url),
-        "RAYVISOR_NATS_URL": str(http_system.settings.nats_url),
-        "RAYVISOR_HTTP_PORT": str(http_system.settings.http_port),
-        "RAYVISOR_API_KEY": http_system.keys[key],
-        "COLUMNS": "250",
-        **(env or {}),
-    }
-    return rayvisor_cli(env, *args)
 
 
 def test_submit_wait_then_list(http_system) -> None:
