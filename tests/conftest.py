@@ -165,9 +165,13 @@ def ray_session(services: Services, otlp: OtlpReceiver) -> Iterator[None]:
 def ray_actors(ray_session: None) -> Iterator[None]:
     """Kill the named actors a test left behind, so the next test starts clean (Serve's
     own actors, which a module's HTTP fixture owns, excepted)."""
+    yield
+    _kill_named_actors()
+
+
+def _kill_named_actors() -> None:
     import ray
 
-    yield
     for actor in ray.util.list_named_actors(all_namespaces=True):
         if actor["namespace"] == "serve":
             continue
@@ -191,6 +195,17 @@ async def tree(ray_actors: None) -> AsyncIterator[TreeFactory]:
     yield factory
     for namespace in factory.namespaces:
         await asyncio.to_thread(_stop_tree_quietly, namespace)
+
+
+@pytest.fixture(scope="module")
+async def module_tree(ray_session: None) -> AsyncIterator[TreeFactory]:
+    """`tree` for a module whose tests share one system (each with names of its own):
+    stopped after the module's last test, and what it left is killed as `ray_actors` does."""
+    factory = TreeFactory()
+    yield factory
+    for namespace in factory.namespaces:
+        await asyncio.to_thread(_stop_tree_quietly, namespace)
+    _kill_named_actors()
 
 
 class TreeFactory:

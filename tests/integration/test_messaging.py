@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -25,9 +26,11 @@ pytestmark = pytest.mark.integration
 ECHO = "actors.builtin.echo:EchoAgent"
 
 
-@pytest.fixture
-async def system(tree, system_pool: asyncpg.Pool) -> tuple[TaskClient, str, str]:
-    """An asker (an echo agent with capability `asker`) and an answerer (`echo`)."""
+@pytest.fixture(scope="module")
+async def system(module_tree, system_pool: asyncpg.Pool) -> tuple[TaskClient, str, str]:
+    """An asker (an echo agent with capability `asker`) and an answerer (`echo`), shared
+    by the module's tests: each reads the messages sent since it began (`since`)."""
+    tree = module_tree
     asker_pool, answer_pool = (
         tree.uid("asker").replace("-", "_"),
         tree.uid("answer").replace("-", "_"),
@@ -55,9 +58,17 @@ async def _live(pool: asyncpg.Pool, ids: list[str]) -> bool:
     return len(states) == len(ids) and all(r["state"] in ("idle", "busy") for r in states)
 
 
-async def messages_from(pool: asyncpg.Pool, sender: str) -> list[asyncpg.Record]:
+@pytest.fixture
+async def since(system_pool: asyncpg.Pool) -> datetime:
+    """When the test began, by the database's clock (messages are stamped by it)."""
+    return await system_pool.fetchval("SELECT clock_timestamp()")
+
+
+async def messages_from(pool: asyncpg.Pool, sender: str, since: datetime) -> list[asyncpg.Record]:
     return await pool.fetch(
-        "SELECT * FROM messages WHERE sender = $1 ORDER BY created_at, id", sender
+        "SELECT * FROM messages WHERE sender = $1 AND created_at >= $2 ORDER BY created_at, id",
+        sender,
+        since,
     )
 
 
@@ -67,7 +78,7 @@ async def ask_task(client: TaskClient, ask: dict[str, Any], **task: Any) -> dict
     )
 
 
-async def test_ask_by_id_round_trip_with_its_rows_and_events(system, system_pool) -> None:
+async def test_ask_by_id_round_trip_with_its_rows_and_events(system, system_pool, since) -> None:
     client, asker, answerer = system
     task = await ask_task(client, {"to": answerer, "payload": {"question": "which ip?"}})
     done = await client.wait(task["id"], 60)
@@ -75,12 +86,12 @@ async def test_ask_by_id_round_trip_with_its_rows_and_events(system, system_pool
     answer = done["result"]["answer"]
     assert answer["echo"] == {"question": "which ip?"} and answer["agent"] == answerer
 
-    [request] = await messages_from(system_pool, asker)
+    [request] = await messages_from(system_pool, asker, since)
     assert (request["recipient"], request["kind"], request["status"]) == (
         answerer, "request", "answered"
     )  # fmt: skip
     assert request["finished_at"] is not None and request["duration_ms"] >= 0
-    [response] = await messages_from(system_pool, answerer)
+    [response] = await messages_from(system_pool, answerer, since)
     assert response["correlation_id"] == request["id"] and response["kind"] == "response"
     assert response["recipient"] == asker
     subjects = await system_pool.fetch(
@@ -95,7 +106,7 @@ async def test_ask_by_id_round_trip_with_its_rows_and_events(system, system_pool
     ]
 
 
-async def test_ask_by_capability_and_tell(system, system_pool) -> None:
+async def test_ask_by_capability_and_tell(system, system_pool, since) -> None:
     client, asker, answerer = system
     task = await ask_task(client, {"to": "echo", "payload": {"n": 1}})
     done = await client.wait(task["id"], 60)
@@ -107,12 +118,12 @@ async def test_ask_by_capability_and_tell(system, system_pool) -> None:
         parameters={"tell": {"to": answerer, "payload": {"note": "fyi"}}},
     )  # fmt: skip
     assert (await client.wait(told["id"], 60))["status"] == "completed"
-    notification = (await messages_from(system_pool, asker))[-1]
+    notification = (await messages_from(system_pool, asker, since))[-1]
     assert notification["kind"] == "notification" and notification["status"] == "delivered"
 
 
 async def test_ask_past_its_timeout_fails_naming_the_target_and_the_wait(
-    system, system_pool
+    system, system_pool, since
 ) -> None:
     client, asker, answerer = system
     ask = {"to": answerer, "payload": {"sleep_s": 5}, "timeout_s": 1}
@@ -121,21 +132,23 @@ async def test_ask_past_its_timeout_fails_naming_the_target_and_the_wait(
     assert done["status"] == "failed"
     assert done["error"]["type"] == "AskTimeout" and done["error"]["category"] == "transient"
     assert f"ask to {answerer}: no answer within 1." in done["error"]["reason"]
-    [request] = await messages_from(system_pool, asker)
+    [request] = await messages_from(system_pool, asker, since)
     assert request["status"] == "timed_out" and "no answer" in request["error"]
 
 
-async def test_a_target_killed_mid_ask_answers_after_its_restart(system, system_pool) -> None:
+async def test_a_target_killed_mid_ask_answers_after_its_restart(
+    system, system_pool, since
+) -> None:
     client, asker, answerer = system
     first_pid = await child_pid(system_pool, answerer)
     task = await ask_task(client, {"to": answerer, "payload": {"sleep_s": 2}, "timeout_s": 90})
-    await wait_for(lambda: messages_from(system_pool, asker), timeout_s=30)
+    await wait_for(lambda: messages_from(system_pool, asker, since), timeout_s=30)
     os.kill(first_pid, signal.SIGKILL)
     done = await client.wait(task["id"], 120)
     assert done["status"] == "completed", done["error"]
     assert done["attempt"] == 1  # the asker's task was not retried: the ask went on
     assert done["result"]["answer"]["pid"] != first_pid
-    [request] = await messages_from(system_pool, asker)
+    [request] = await messages_from(system_pool, asker, since)
     assert request["status"] == "answered"
 
 
@@ -149,7 +162,7 @@ async def test_a_failing_answer_reaches_the_asker_with_its_category(system, syst
 
 
 async def test_asking_itself_an_unknown_target_or_not_json_is_a_logical_error(
-    services, system_pool
+    services, system_pool, since
 ) -> None:
     bus = await Bus.connect(services.nats_url, name="asker")
     try:
@@ -166,4 +179,4 @@ async def test_asking_itself_an_unknown_target_or_not_json_is_a_logical_error(
             await ctx.ask("echo", {}, timeout_s=0)
     finally:
         await bus.close()
-    assert await messages_from(system_pool, ctx.agent_id) == []  # nothing was sent
+    assert await messages_from(system_pool, ctx.agent_id, since) == []  # nothing was sent
