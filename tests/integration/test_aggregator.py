@@ -25,9 +25,12 @@ ACTIVE = ["pending", "queued", "assigned", "running"]
 SSH_LOG = str(Path(str(resources.files("actors.builtin") / "data" / "loghub" / "OpenSSH_2k.log")))
 
 
-@pytest.fixture
-async def system(tree, system_pool: asyncpg.Pool):
-    """Core (tm:0, agg:0) and pools of the chunking, log_analysis (3) and reduce agents."""
+@pytest.fixture(scope="module")
+async def system(module_tree, system_pool: asyncpg.Pool):
+    """Core (tm:0, agg:0) and pools of the chunking, log_analysis (3) and reduce agents,
+    shared by the module's tests (the one that kills the shard and the aggregator waits
+    for its parent, which needs both back)."""
+    tree = module_tree
     await system_pool.execute(
         "UPDATE tasks SET status = 'cancelled' WHERE status = ANY($1::text[])", ACTIVE
     )
