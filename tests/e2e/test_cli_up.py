@@ -44,11 +44,11 @@ def test_up_serves_refuses_a_second_up_and_down_then_up_finishes_every_task_once
     spent, none cancelled) and stops everything, and the next `up` on the same home reuses
     its key and finishes them. (One test: each `up` starts a whole tree and Serve app.)"""
     config = tmp_path / "rayvisor.yaml"
-    pool = "{id: echo, agent: 'actors.builtin.echo:EchoAgent', size: 4}"
+    pool = "{id: echo, agent: 'actors.builtin.echo:EchoAgent', size: 2}"
     config.write_text(f"tree:\n  pools:\n    - {pool}\n")
     port = free_port()
     env = _env(services, port, RAYVISOR_CONFIG=str(config))
-    # 12 tasks of 10 s on 4 agents: 30 s of work; `down` stops Serve first (up to ~20 s on
+    # 6 tasks of 10 s on 2 agents: 30 s of work; `down` stops Serve first (up to ~20 s on
     # a loaded machine), and must still find tasks running or waiting to hand back
     body = {"title": "deploy", "required_capabilities": ["echo"], "parameters": {"sleep_s": 10}}
     printed: list[str] = []
@@ -64,12 +64,12 @@ def test_up_serves_refuses_a_second_up_and_down_then_up_finishes_every_task_once
             auth = {"Authorization": f"Bearer {key}"}
             assert http.get("/api/v1/agents", headers=auth).status_code == 200
             ids = []
-            for _ in range(12):
+            for _ in range(6):
                 created = http.post("/api/v1/tasks", json=body, headers=auth)
                 assert created.status_code == 201, created.text
                 ids.append(created.json()["id"])
             wait_until(  # work is under way
-                lambda: _count(services.database_url, ids, "started_at IS NOT NULL") >= 3,
+                lambda: _count(services.database_url, ids, "started_at IS NOT NULL") >= 2,
                 timeout_s=60,
             )
         down = rayvisor_cli(env, "down")
@@ -89,8 +89,8 @@ def test_up_serves_refuses_a_second_up_and_down_then_up_finishes_every_task_once
             timeout_s=240,
             interval_s=0.5,
         )
-        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 12
-        assert _count_results(services.database_url, ids) == {"completed": 12}
+        assert _count(services.database_url, ids, "attempt = 1 AND attempt_errors = '[]'") == 6
+        assert _count_results(services.database_url, ids) == {"completed": 6}
         assert rayvisor_cli(env, "down").returncode == 0
         assert up.wait(timeout=120) == 0
     finally:
