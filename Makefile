@@ -27,7 +27,7 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=30 -m "not quiet"
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=60 -m "not quiet"
 	$(BIN)/pytest -q -n 0 --durations=10 -m quiet
 	$(BIN)/python tests/bench_smoke.py
 
