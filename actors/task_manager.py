@@ -570,9 +570,10 @@ class TaskManager(ShardRecovery, AgentDirectory, TaskReads, Supervised):
     def _forget(self, live: LiveTask) -> None:
         """A finished task leaves memory; its waiters get the final view."""
         live.end_lease_span(f"task ended {live.record.status.value}")
-        if self.tasks.get(live.id) is live:
-            del self.tasks[live.id]
-            live.leave()
+        held = self.tasks.pop(live.id, None)
+        for gone in (held, live):
+            if gone is not None:
+                gone.leave()
         now = time.monotonic()
         self._ended[live.id] = now
         while (oldest := next(iter(self._ended.items()), None)) and oldest[1] < now - ENDED_KEPT_S:
