@@ -343,6 +343,8 @@ class Mailbox:
             kind=MessageKind.REQUEST if envelope.kind == "ask" else MessageKind.NOTIFICATION,
             payload=envelope.payload,
         )
+        loop = asyncio.get_running_loop()
+        gives_up_at = loop.time() + envelope.deadline_s
         try:
             result = await asyncio.wait_for(self._handler(message), envelope.deadline_s)
             if result is None:
@@ -357,6 +359,13 @@ class Mailbox:
             self._answers.pop(envelope.id, None)
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and loop.time() >= gives_up_at:
+                # the sender stopped waiting and reports the ask timed out itself: an
+                # answer racing its deadline must not make that the target's failure
+                self._answers.pop(envelope.id, None)
+                _log.info("agent %s: message %s: its sender's deadline passed",
+                          self.agent_id, envelope.id)  # fmt: skip
+                return
             if envelope.kind == "ask":
                 _log.info("agent %s: message %s failed: %r", self.agent_id, envelope.id, exc)
             else:

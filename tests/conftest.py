@@ -33,13 +33,35 @@ from supervisors.spec import SupervisorSpec
 SHARED_PACKAGES = ("tests/e2e/shared_http/",)  # their modules share one system
 
 
+# the longest units of work (7, 5, 3+3 and 3 minutes on a loaded machine): started first,
+# the end of the run is not one worker alone with one of them
+LONG_FIRST = (
+    "tests/integration/test_task_manager.py",
+    "tests/e2e/shared_http/",
+    "tests/integration/test_supervisor",
+    "tests/e2e/test_cli_up.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, p in enumerate(LONG_FIRST) if path.startswith(p)), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: each module's tests stay together and in order
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadfile`, where a package of SHARED_PACKAGES is one unit of work: its
     modules run on one worker, one after another, so its package-scoped system starts
-    once. (xdist's `loadgroup` would do it, but its marks do not reach pytest 9's ids.)"""
+    once. (xdist's `loadgroup` would do it, but its marks do not reach pytest 9's ids.)
+    Units go out in collection order (LONG_FIRST, then e2e, integration, unit), not by
+    their count of tests: the long modules start first, the quick unit modules fill the end."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
 
     class SharedPackageScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
