@@ -44,6 +44,7 @@ POOLS = [
     {"id": "log_analysis", "agent": "actors.builtin.log_analysis:LogAnalysisAgent", "size": 1},
 ]
 WAIT_MS = 30_000
+PAGE_LAG_S = 5.0  # the longest the page may show a change after the API does
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +162,9 @@ def test_the_tree_shows_a_killed_agent_restarting(
     beat = ui_system.settings.supervision.heartbeat
     bound_s = (beat.misses + 1) * beat.interval_s
     # within the heartbeat bound of the kill; on a machine so loaded that the restart
-    # itself took longer, within two heartbeats of the API showing it
-    assert seen_s <= max(bound_s, api_s + 2 * beat.interval_s), (seen_s, api_s, bound_s)
+    # itself took longer, soon after the API showed it (the page's lag behind the API: 0.3 s
+    # on a quiet machine, 2.1 s beside the test suite at load average 21)
+    assert seen_s <= max(bound_s, api_s + PAGE_LAG_S), (seen_s, api_s, bound_s)
     assert int(node.get_attribute("data-pid")) != pid
     assert "changed" in node.get_attribute("class")
     assert f"restarts {restarts} → {restarts + 1}" in node.locator(".change-note").inner_text()
