@@ -226,10 +226,9 @@ def test_a_project_shows_its_task_graph_and_findings(
             timeout_s=60, interval_s=0.3,
         )  # fmt: skip
     assert done["status"] == "completed", done["error"]
-    row = page.wait_for_selector(
-        f'#projects tr[data-project="{project["id"]}"][data-status="completed"]', timeout=WAIT_MS
-    )
-    row.click()
+    # a locator, not an element: the live list may redraw the row between finding and click
+    row = page.locator(f'#projects tr[data-project="{project["id"]}"][data-status="completed"]')
+    row.click(timeout=WAIT_MS)
     detail = page.wait_for_selector(
         f'.project-detail[data-project="{project["id"]}"]', timeout=WAIT_MS
     )
