@@ -225,7 +225,7 @@ async def test_cancel_queued_and_running_tasks(system) -> None:
     client, _ = await system(agents=1)
     running = await client.submit(title="long", required_capabilities=["echo"],
                                   parameters={"sleep_s": 30})  # fmt: skip
-    await wait_for(lambda: _status_is(client, running["id"], "running"), timeout_s=30)
+    await wait_for(lambda: _status_in(client, running["id"], {"running"}), timeout_s=30)
     # submitted once `long` runs, so it waits behind it (two separate leases to one agent
     # are not ordered between themselves: `waiting` could otherwise run first)
     queued = await client.submit(title="waiting", required_capabilities=["echo"])
@@ -245,7 +245,7 @@ async def test_cancel_a_task_waiting_behind_another_in_its_agents_batch(system) 
             {"title": "waiting", "required_capabilities": ["echo"], "parameters": {"n": 2}},
         ]
     )  # one batch: `waiting` sits at the agent behind `long`
-    await wait_for(lambda: _status_is(client, long["id"], "running"), timeout_s=30)
+    await wait_for(lambda: _status_in(client, long["id"], {"running"}), timeout_s=30)
     assert (await client.get(waiting["id"]))["status"] == "assigned"  # leased, not started
     assert (await client.cancel(waiting["id"]))["status"] == "cancelled"
     assert (await client.cancel(long["id"]))["status"] == "cancelled"
@@ -254,10 +254,6 @@ async def test_cancel_a_task_waiting_behind_another_in_its_agents_batch(system) 
     for task in (long, waiting):
         current = await client.get(task["id"])
         assert current["status"] == "cancelled" and current["result"] is None
-
-
-async def _status_is(client: TaskClient, task_id: str, status: str) -> bool:
-    return (await client.get(task_id))["status"] == status
 
 
 async def _status_in(client: TaskClient, task_id: str, statuses: set[str]) -> bool:
@@ -371,7 +367,7 @@ async def test_a_task_with_one_attempt_survives_a_task_manager_restart(system, s
     client, _ = await system(agents=1)
     task = await client.submit(title="once", required_capabilities=["echo"],
                                parameters={"sleep_s": 2}, max_attempts=1)  # fmt: skip
-    await wait_for(lambda: _status_is(client, task["id"], "running"), timeout_s=30)
+    await wait_for(lambda: _status_in(client, task["id"], {"running"}), timeout_s=30)
     os.kill(await child_pid(system_pool, "tm-0"), signal.SIGKILL)
 
     done = await client.wait(task["id"], timeout_s=60)
@@ -422,7 +418,7 @@ async def test_a_dependency_on_another_shard_is_released_across_shard_kills(
                         parameters={"sleep_s": 1.5})  # fmt: skip
     await client.submit(id=second, title="second", required_capabilities=["echo"],
                         dependencies=[first])  # fmt: skip
-    await wait_for(lambda: _status_is(client, first, "running"), timeout_s=30)
+    await wait_for(lambda: _status_in(client, first, {"running"}), timeout_s=30)
     os.kill(await child_pid(system_pool, "tm-1"), signal.SIGKILL)  # the dependent's shard
     os.kill(await child_pid(system_pool, "tm-0"), signal.SIGKILL)  # and the dependency's
 
